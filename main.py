@@ -1,0 +1,246 @@
+"""Trains SeqGAN. With no flags: the quick synthetic benchmark on a seeded
+random oracle. See flags/*.cfg and README.md."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from tfseqgan import config as config_lib  # noqa: E402
+from tfseqgan.discriminator import PAPER_NUM_FILTERS, PAPER_WINDOW_SIZES  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+# Each section: (title, [flag names]); flags.cfg is written in this order.
+SECTIONS = []
+
+
+def _section(title, *names):
+    SECTIONS.append((title, list(names)))
+
+
+# Run
+flags.DEFINE_string("run_dir", "runs/synthetic_quick", "Directory for checkpoints, metrics, plots.")
+flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its newest checkpoint.")
+flags.DEFINE_integer("seed", 0, "Seed of every random draw of the run.", lower_bound=0)
+flags.DEFINE_bool("progress", True, "Show progress bars and per-iteration lines.")
+flags.DEFINE_bool("plot", True, "Write nll_oracle.png into the run directory at the end.")
+flags.DEFINE_integer("checkpoints_to_keep", 3, "Checkpoints kept in run_dir/checkpoints.", lower_bound=1)
+_section("Run", "run_dir", "seed", "progress", "plot", "checkpoints_to_keep")
+
+# Oracle (synthetic data)
+flags.DEFINE_string("oracle_weights", "", "Oracle .npz (see README); empty: a seeded random N(0, 1) oracle.")
+flags.DEFINE_integer("oracle_seed", 0, "Seed of the random oracle and of the real/test draws.", lower_bound=0)
+flags.DEFINE_integer("num_real_samples", 9984, "Training sequences sampled from the oracle.", lower_bound=1)
+flags.DEFINE_integer("num_test_samples", 9984, "Held-out oracle sequences for NLL-test.", lower_bound=1)
+_section("Oracle", "oracle_weights", "oracle_seed", "num_real_samples", "num_test_samples")
+
+# Model
+flags.DEFINE_integer("vocabulary_size", 5000, "Number of token ids.", lower_bound=2)
+flags.DEFINE_integer("sequence_length", 20, "Tokens per sequence.", lower_bound=1)
+flags.DEFINE_integer("start_token", 0, "Id fed at position 0 (an ordinary id).", lower_bound=0)
+flags.DEFINE_integer("generator_embedding_dim", 32, "Generator embedding size.", lower_bound=1)
+flags.DEFINE_integer("generator_hidden_dim", 32, "Generator LSTM size.", lower_bound=1)
+flags.DEFINE_float("generator_init_stddev", 0.1, "Std of the generator's N(0, s) initializers.", lower_bound=0.0)
+flags.DEFINE_integer("discriminator_embedding_dim", 64, "Discriminator embedding size.", lower_bound=1)
+flags.DEFINE_list("window_sizes", [str(w) for w in PAPER_WINDOW_SIZES], "Discriminator conv window widths.")
+flags.DEFINE_list("num_filters", [str(f) for f in PAPER_NUM_FILTERS], "Filters per window width.")
+flags.DEFINE_float(
+    "dropout_rate", 0.25, "Discriminator dropout in training (1 - keep).", lower_bound=0.0, upper_bound=0.99
+)
+flags.DEFINE_float("l2_weight", 0.2, "L2 weight of the discriminator's output layer.", lower_bound=0.0)
+_section(
+    "Model",
+    "vocabulary_size",
+    "sequence_length",
+    "start_token",
+    "generator_embedding_dim",
+    "generator_hidden_dim",
+    "generator_init_stddev",
+    "discriminator_embedding_dim",
+    "window_sizes",
+    "num_filters",
+    "dropout_rate",
+    "l2_weight",
+)
+
+# Optimizers
+flags.DEFINE_integer("batch_size", 64, "Sequences per training step.", lower_bound=1)
+flags.DEFINE_float("generator_learning_rate", 0.01, "Adam learning rate of G (MLE and PG).", lower_bound=0.0)
+flags.DEFINE_float("generator_clip_norm", 5.0, "Global-norm clip of G's gradients; 0 disables.", lower_bound=0.0)
+flags.DEFINE_float("discriminator_learning_rate", 1e-4, "Adam learning rate of D.", lower_bound=0.0)
+flags.DEFINE_float("discriminator_clip_norm", 0.0, "Global-norm clip of D's gradients; 0 disables.", lower_bound=0.0)
+_section(
+    "Optimizers",
+    "batch_size",
+    "generator_learning_rate",
+    "generator_clip_norm",
+    "discriminator_learning_rate",
+    "discriminator_clip_norm",
+)
+
+# Schedule
+flags.DEFINE_integer("mle_epochs", 80, "MLE pre-training epochs over the real data.", lower_bound=0)
+flags.DEFINE_integer("mle_eval_every", 5, "Evaluate every N MLE epochs (and D rounds).", lower_bound=1)
+flags.DEFINE_integer("discriminator_pretrain_rounds", 10, "D pre-training rounds.", lower_bound=0)
+flags.DEFINE_integer(
+    "discriminator_negatives", 9984, "Fresh generated negatives per D pre-training round.", lower_bound=1
+)
+flags.DEFINE_integer("discriminator_epochs", 3, "Epochs over real + negatives per D pre-training round.", lower_bound=0)
+flags.DEFINE_integer("adversarial_iterations", 50, "Adversarial iterations.", lower_bound=0)
+flags.DEFINE_integer("generator_steps", 1, "Policy-gradient steps per adversarial iteration.", lower_bound=0)
+flags.DEFINE_integer("discriminator_rounds", 1, "D rounds per adversarial iteration.", lower_bound=0)
+flags.DEFINE_integer("adversarial_discriminator_epochs", 1, "Epochs per adversarial D round.", lower_bound=0)
+flags.DEFINE_integer(
+    "adversarial_discriminator_negatives", 9984, "Fresh negatives per adversarial D round.", lower_bound=1
+)
+flags.DEFINE_integer("num_rollouts", 16, "Monte-Carlo rollouts per prefix.", lower_bound=1)
+flags.DEFINE_float(
+    "rollout_update_rate",
+    0.8,
+    "beta <- r*beta + (1-r)*theta after each G step; 0: rollouts use the current G.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
+flags.DEFINE_integer("adversarial_eval_every", 5, "Evaluate every N adversarial iterations.", lower_bound=1)
+flags.DEFINE_integer("num_eval_samples", 9984, "Generated sequences for NLL-oracle.", lower_bound=1)
+flags.DEFINE_integer(
+    "num_discriminator_eval_samples", 1024, "Real and fake sequences for D accuracy; 0 skips.", lower_bound=0
+)
+_section(
+    "Schedule",
+    "mle_epochs",
+    "mle_eval_every",
+    "discriminator_pretrain_rounds",
+    "discriminator_negatives",
+    "discriminator_epochs",
+    "adversarial_iterations",
+    "generator_steps",
+    "discriminator_rounds",
+    "adversarial_discriminator_epochs",
+    "adversarial_discriminator_negatives",
+    "num_rollouts",
+    "rollout_update_rate",
+    "adversarial_eval_every",
+    "num_eval_samples",
+    "num_discriminator_eval_samples",
+)
+
+
+def _int_list(name):
+    values = []
+    for item in FLAGS[name].value:
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise app.UsageError(f"--{name}: expected comma-separated integers, got {item!r}") from None
+        if values[-1] < 1:
+            raise app.UsageError(f"--{name}: values must be >= 1, got {values[-1]}")
+    if not values:
+        raise app.UsageError(f"--{name}: expected at least one value")
+    return tuple(values)
+
+
+def build_configs():
+    """Turns the flags into the library's typed configs (raises UsageError)."""
+    windows, filters = _int_list("window_sizes"), _int_list("num_filters")
+    if len(windows) != len(filters):
+        raise app.UsageError(f"--window_sizes has {len(windows)} values but --num_filters has {len(filters)}")
+    if max(windows) > FLAGS.sequence_length:
+        raise app.UsageError(f"--window_sizes: {max(windows)} exceeds --sequence_length={FLAGS.sequence_length}")
+    if FLAGS.start_token >= FLAGS.vocabulary_size:
+        raise app.UsageError(f"--start_token={FLAGS.start_token} must be < --vocabulary_size={FLAGS.vocabulary_size}")
+    for name in ("num_real_samples", "discriminator_negatives", "adversarial_discriminator_negatives"):
+        if FLAGS[name].value < FLAGS.batch_size:
+            raise app.UsageError(
+                f"--{name}={FLAGS[name].value} is smaller than one batch (--batch_size={FLAGS.batch_size})"
+            )
+    if FLAGS.oracle_weights and not os.path.isfile(FLAGS.oracle_weights):
+        raise app.UsageError(f"--oracle_weights: {FLAGS.oracle_weights}: no such file")
+    model = config_lib.ModelConfig(
+        vocabulary_size=FLAGS.vocabulary_size,
+        sequence_length=FLAGS.sequence_length,
+        start_token=FLAGS.start_token,
+        generator_embedding_dim=FLAGS.generator_embedding_dim,
+        generator_hidden_dim=FLAGS.generator_hidden_dim,
+        generator_init_stddev=FLAGS.generator_init_stddev,
+        discriminator_embedding_dim=FLAGS.discriminator_embedding_dim,
+        window_sizes=windows,
+        num_filters=filters,
+        dropout_rate=FLAGS.dropout_rate,
+        l2_weight=FLAGS.l2_weight,
+    )
+    oracle = config_lib.OracleConfig(
+        weights_path=FLAGS.oracle_weights,
+        seed=FLAGS.oracle_seed,
+        num_real_samples=FLAGS.num_real_samples,
+        num_test_samples=FLAGS.num_test_samples,
+    )
+    train = config_lib.TrainConfig(
+        **{
+            f.name: FLAGS[f.name].value
+            for f in config_lib.dataclasses.fields(config_lib.TrainConfig)
+            if f.name != "seed"
+        },
+        seed=FLAGS.seed,
+    )
+    run = config_lib.RunConfig(
+        run_dir=FLAGS.run_dir,
+        resume=FLAGS.resume,
+        checkpoints_to_keep=FLAGS.checkpoints_to_keep,
+        progress=FLAGS.progress,
+        write_plot=FLAGS.plot,
+    )
+    return model, oracle, train, run
+
+
+def resolved_flags_text():
+    """The run's flags as a flagfile, grouped by section."""
+    lines = ["# Resolved flags of this run; repeat it with --flagfile=<this file>."]
+    for title, names in SECTIONS:
+        lines.append(f"\n# {title}")
+        for name in names:
+            lines.append(FLAGS[name].serialize())
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    model, oracle, train, run = build_configs()
+
+    from tfseqgan import report
+    from tfseqgan.trainer import SeqGANTrainer, TrainingError
+
+    try:
+        trainer = SeqGANTrainer(model, oracle, train, run)
+        os.makedirs(run.run_dir, exist_ok=True)
+        if trainer.checkpoint_manager.latest_checkpoint and not run.resume:
+            trainer.restore_or_start()  # raises the one-line refusal
+        write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
+        history = trainer.run()
+    except (TrainingError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    table = report.format_table(history)
+    print("\n" + table)
+    write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
+    if run.write_plot and history:
+        path = report.write_plot(history, os.path.join(run.run_dir, "nll_oracle.png"))
+        print(f"plot: {path}")
+    print(f"run directory: {run.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,73 @@
+"""Typed configuration of a run. `main.py` fills these from flags; the library
+never reads flags itself. Defaults are the paper's synthetic settings
+(see REFERENCE.md in the shared docs)."""
+
+import dataclasses
+
+from tfseqgan.discriminator import PAPER_NUM_FILTERS, PAPER_WINDOW_SIZES
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the generator, discriminator and oracle."""
+
+    vocabulary_size: int = 5000
+    sequence_length: int = 20
+    start_token: int = 0
+    generator_embedding_dim: int = 32
+    generator_hidden_dim: int = 32
+    generator_init_stddev: float = 0.1
+    discriminator_embedding_dim: int = 64
+    window_sizes: tuple = PAPER_WINDOW_SIZES
+    num_filters: tuple = PAPER_NUM_FILTERS
+    dropout_rate: float = 0.25
+    l2_weight: float = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleConfig:
+    """The synthetic benchmark's oracle: weights from `weights_path`, or a
+    seeded N(0, 1) LSTM when it is empty."""
+
+    weights_path: str = ""
+    seed: int = 0
+    num_real_samples: int = 9984
+    num_test_samples: int = 9984
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Schedule and optimizers of the three phases. Every count may be 0."""
+
+    batch_size: int = 64
+    generator_learning_rate: float = 0.01
+    generator_clip_norm: float = 5.0
+    discriminator_learning_rate: float = 1e-4
+    discriminator_clip_norm: float = 0.0  # 0: no clipping (the paper's D)
+    mle_epochs: int = 120
+    mle_eval_every: int = 5
+    discriminator_pretrain_rounds: int = 50
+    discriminator_negatives: int = 9984
+    discriminator_epochs: int = 3
+    adversarial_iterations: int = 200
+    generator_steps: int = 1
+    discriminator_rounds: int = 5
+    adversarial_discriminator_epochs: int = 3
+    adversarial_discriminator_negatives: int = 9984
+    num_rollouts: int = 16
+    rollout_update_rate: float = 0.8
+    adversarial_eval_every: int = 5
+    num_eval_samples: int = 9984
+    num_discriminator_eval_samples: int = 1024
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where a run writes, and how it reports."""
+
+    run_dir: str = "runs/synthetic"
+    resume: bool = False
+    checkpoints_to_keep: int = 3
+    progress: bool = True
+    write_plot: bool = True

@@ -1,0 +1,165 @@
+"""The discriminator D_phi: a CNN text classifier with a highway layer.
+
+Reference: Yu et al., AAAI 2017, "The Discriminative Model for Sequences";
+Kim, "Convolutional Neural Networks for Sentence Classification", 2014;
+Srivastava et al., "Highway Networks", 2015.
+"""
+
+import keras
+import tensorflow as tf
+
+PAPER_WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20)
+PAPER_NUM_FILTERS = (100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160)
+
+
+@keras.saving.register_keras_serializable(package="tfseqgan")
+class Highway(keras.layers.Layer):
+    """y = g * relu(x W_t + b_t) + (1 - g) * x, with g = sigmoid(x W_g + b_g).
+
+    Args:
+        gate_bias: initial value of b_g (0 in the paper's code).
+    """
+
+    def __init__(self, gate_bias=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.gate_bias = gate_bias
+        self.seed = seed
+
+    def build(self, input_shape):
+        units = input_shape[-1]
+        seed = self.seed
+        self.transform = keras.layers.Dense(
+            units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed), name="transform"
+        )
+        self.gate = keras.layers.Dense(
+            units,
+            activation="sigmoid",
+            kernel_initializer=keras.initializers.GlorotUniform(None if seed is None else seed + 1),
+            bias_initializer=keras.initializers.Constant(self.gate_bias),
+            name="gate",
+        )
+        self.transform.build(input_shape)
+        self.gate.build(input_shape)
+
+    def call(self, inputs):
+        gate = self.gate(inputs)
+        return gate * self.transform(inputs) + (1.0 - gate) * inputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(gate_bias=self.gate_bias, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfseqgan")
+class Discriminator(keras.Model):
+    """Embedding -> per-window VALID conv + ReLU + max over time -> concat ->
+    highway -> dropout -> 2 logits (index 1 = real).
+
+    Args:
+        vocabulary_size: number of token ids.
+        sequence_length: length of every sequence (windows must not exceed it).
+        embedding_dim: token embedding size (uniform(-1, 1) initializer).
+        window_sizes: conv window widths in tokens.
+        num_filters: filters per window, same length as window_sizes.
+        dropout_rate: dropout before the output layer in training (1 - keep).
+        l2_weight: weight of the L2 penalty (sum of squares / 2) of the output
+            layer's kernel and bias, added by `regularization_loss`.
+        seed: seed of the initializers.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        sequence_length,
+        embedding_dim=64,
+        window_sizes=PAPER_WINDOW_SIZES,
+        num_filters=PAPER_NUM_FILTERS,
+        dropout_rate=0.25,
+        l2_weight=0.2,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        window_sizes = tuple(int(w) for w in window_sizes)
+        num_filters = tuple(int(f) for f in num_filters)
+        if len(window_sizes) != len(num_filters):
+            raise ValueError(f"window_sizes has {len(window_sizes)} entries but num_filters has {len(num_filters)}")
+        if max(window_sizes) > sequence_length:
+            raise ValueError(f"window size {max(window_sizes)} exceeds sequence_length {sequence_length}")
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.embedding_dim = embedding_dim
+        self.window_sizes = window_sizes
+        self.num_filters = num_filters
+        self.dropout_rate = dropout_rate
+        self.l2_weight = l2_weight
+        self.seed = seed
+
+        def seeded(offset):
+            return None if seed is None else seed + offset
+
+        self.embedding = keras.layers.Embedding(
+            vocabulary_size,
+            embedding_dim,
+            embeddings_initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=seeded(0)),
+            name="embedding",
+        )
+        self.convolutions = [
+            keras.layers.Conv1D(
+                filters,
+                width,
+                padding="valid",
+                activation="relu",
+                kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.1, seed=seeded(10 + i)),
+                bias_initializer=keras.initializers.Constant(0.1),
+                name=f"conv_{width}",
+            )
+            for i, (width, filters) in enumerate(zip(window_sizes, num_filters))
+        ]
+        self.highway = Highway(seed=seeded(1), name="highway")
+        self.dropout = keras.layers.Dropout(dropout_rate, seed=seeded(2))
+        self.output_layer = keras.layers.Dense(
+            2,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.1, seed=seeded(3)),
+            bias_initializer=keras.initializers.Constant(0.1),
+            dtype="float32",
+            name="logits",
+        )
+        total = sum(num_filters)
+        self.embedding.build((None, sequence_length))
+        for conv in self.convolutions:
+            conv.build((None, sequence_length, embedding_dim))
+        self.highway.build((None, total))
+        self.output_layer.build((None, total))
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            sequence_length=self.sequence_length,
+            embedding_dim=self.embedding_dim,
+            window_sizes=list(self.window_sizes),
+            num_filters=list(self.num_filters),
+            dropout_rate=self.dropout_rate,
+            l2_weight=self.l2_weight,
+            seed=self.seed,
+        )
+        return config
+
+    def call(self, tokens, training=False):
+        """Logits (batch, 2) for (fake, real)."""
+        embedded = self.embedding(tokens)  # (batch, time, embed)
+        pooled = [tf.reduce_max(conv(embedded), axis=1) for conv in self.convolutions]
+        features = self.highway(tf.concat(pooled, axis=1))  # (batch, sum(filters))
+        features = self.dropout(features, training=training)
+        return tf.cast(self.output_layer(features), tf.float32)
+
+    def regularization_loss(self):
+        """l2_weight * (||W||^2 + ||b||^2) / 2 of the output layer."""
+        return self.l2_weight * tf.add_n([tf.nn.l2_loss(w) for w in self.output_layer.trainable_weights])
+
+    def real_probability(self, tokens):
+        """P(real | tokens), (batch,), with dropout off: the reward."""
+        return tf.nn.softmax(self(tokens, training=False))[:, 1]

@@ -1,0 +1,155 @@
+"""The generator G_theta: an LSTM language model over a fixed-length sequence.
+
+Reference: Yu et al., "SeqGAN: Sequence Generative Adversarial Nets with Policy
+Gradient", AAAI 2017, section "The Generative Model for Sequences".
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tfseqgan")
+class Generator(keras.Model):
+    """Embedding -> LSTM -> logits over the vocabulary.
+
+    Two entry points share one `keras.layers.LSTMCell`:
+    `step(tokens, state) -> (logits, state)` for sampling, and the
+    teacher-forced `call(tokens)` for maximum likelihood and for the
+    log-probability of given sequences. Position 0 is fed `start_token`.
+
+    Args:
+        vocabulary_size: number of token ids.
+        sequence_length: length of every sequence.
+        embedding_dim: token embedding size.
+        hidden_dim: LSTM state size.
+        start_token: id fed as the input of position 0 (an ordinary id).
+        init_stddev: standard deviation of the N(0, s) initializer of every
+            weight and bias, as in the paper's code.
+        seed: seed of the initializers.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        sequence_length,
+        embedding_dim=32,
+        hidden_dim=32,
+        start_token=0,
+        init_stddev=0.1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+        self.start_token = start_token
+        self.init_stddev = init_stddev
+        self.seed = seed
+
+        def init(offset):
+            s = None if seed is None else seed + offset
+            return keras.initializers.RandomNormal(stddev=init_stddev, seed=s)
+
+        self.embedding = keras.layers.Embedding(
+            vocabulary_size, embedding_dim, embeddings_initializer=init(0), name="embedding"
+        )
+        self.cell = keras.layers.LSTMCell(
+            hidden_dim,
+            kernel_initializer=init(1),
+            recurrent_initializer=init(2),
+            bias_initializer=init(3),
+            unit_forget_bias=False,
+            name="lstm_cell",
+        )
+        self.output_layer = keras.layers.Dense(
+            vocabulary_size, kernel_initializer=init(4), bias_initializer=init(5), name="logits"
+        )
+        self.embedding.build((None,))
+        self.cell.build((None, embedding_dim))
+        self.output_layer.build((None, hidden_dim))
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            sequence_length=self.sequence_length,
+            embedding_dim=self.embedding_dim,
+            hidden_dim=self.hidden_dim,
+            start_token=self.start_token,
+            init_stddev=self.init_stddev,
+            seed=self.seed,
+        )
+        return config
+
+    def initial_state(self, batch_size):
+        """Zero (h, c), each (batch, hidden)."""
+        zeros = tf.zeros([batch_size, self.hidden_dim], self.compute_dtype)
+        return (zeros, zeros)
+
+    def step(self, tokens, state, training=False):
+        """One decoding step.
+
+        Args:
+            tokens: (batch,) int ids fed at this position.
+            state: (h, c), each (batch, hidden).
+
+        Returns:
+            logits (batch, vocab) in float32 and the next (h, c).
+        """
+        inputs = self.embedding(tokens)  # (batch, embed)
+        hidden, (hidden, cell) = self.cell(inputs, [state[0], state[1]], training=training)
+        logits = tf.cast(self.output_layer(hidden), tf.float32)  # (batch, vocab)
+        return logits, (hidden, cell)
+
+    def _shifted_inputs(self, tokens):
+        """Inputs of each position: start token, then tokens[:, :-1]."""
+        batch = tf.shape(tokens)[0]
+        start = tf.fill([batch, 1], tf.cast(self.start_token, tokens.dtype))
+        return tf.concat([start, tokens[:, :-1]], axis=1)  # (batch, time)
+
+    def run_states(self, tokens, training=False):
+        """Teacher-forced LSTM pass.
+
+        Returns:
+            (h, c), each (batch, time, hidden): the state *after* the input of
+            each position, i.e. the state that produced that position's logits.
+        """
+        inputs = self.embedding(self._shifted_inputs(tokens))  # (batch, time, embed)
+        inputs = tf.transpose(inputs, [1, 0, 2])  # (time, batch, embed)
+        batch = tf.shape(tokens)[0]
+
+        def body(state, x):
+            _, (hidden, cell) = self.cell(x, [state[0], state[1]], training=training)
+            return (hidden, cell)
+
+        hidden, cell = tf.scan(body, inputs, initializer=self.initial_state(batch))
+        return tf.transpose(hidden, [1, 0, 2]), tf.transpose(cell, [1, 0, 2])
+
+    def call(self, tokens, training=False):
+        """Teacher-forced logits (batch, time, vocab) of the next token."""
+        hidden, _ = self.run_states(tokens, training=training)
+        return tf.cast(self.output_layer(hidden), tf.float32)
+
+    def prefix_states(self, tokens):
+        """State before each position, for continuing a sequence from there.
+
+        Returns:
+            (h, c), each (batch, time, hidden): entry t is the state after the
+            inputs of positions 0..t-1, the state to resume from at position t
+            (zero for t = 0). Position t's own input is then tokens[:, t-1].
+        """
+        hidden, cell = self.run_states(tokens)
+        zeros = tf.zeros_like(hidden[:, :1])
+        return (
+            tf.concat([zeros, hidden[:, :-1]], axis=1),
+            tf.concat([zeros, cell[:, :-1]], axis=1),
+        )
+
+    def token_log_probs(self, tokens, training=False):
+        """log G(tokens[:, t] | tokens[:, :t]) for every position, (batch, time)."""
+        logits = self(tokens, training=training)  # (batch, time, vocab)
+        chosen = tf.gather(logits, tokens, batch_dims=2)  # (batch, time)
+        return chosen - tf.reduce_logsumexp(logits, axis=2)

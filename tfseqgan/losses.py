@@ -1,0 +1,30 @@
+"""Losses, all computed from logits."""
+
+import tensorflow as tf
+
+
+def mle_loss(generator, tokens, training=True):
+    """Mean per-token negative log-likelihood of `tokens` under `generator`."""
+    return -tf.reduce_mean(generator.token_log_probs(tokens, training=training))
+
+
+def policy_gradient_loss(generator, tokens, rewards, training=True):
+    """REINFORCE: -mean_{b,t} log G(y_t | y_<t) * Q_t.
+
+    The paper's code sums over batch and time; a mean over both keeps the
+    gradient on the same scale as the MLE loss, so one clip norm serves both
+    (Adam is insensitive to the constant factor otherwise).
+    """
+    log_probs = generator.token_log_probs(tokens, training=training)  # (batch, time)
+    return -tf.reduce_mean(log_probs * tf.stop_gradient(rewards))
+
+
+def discriminator_loss(discriminator, tokens, labels, training=True):
+    """Softmax cross-entropy (labels: 1 real, 0 fake) plus the output-layer L2.
+
+    Returns:
+        (total loss, cross-entropy, logits).
+    """
+    logits = discriminator(tokens, training=training)  # (batch, 2)
+    cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return cross_entropy + discriminator.regularization_loss(), cross_entropy, logits

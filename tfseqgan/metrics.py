@@ -1,0 +1,69 @@
+"""Evaluation figures and where they are written: metrics.jsonl, TensorBoard."""
+
+import json
+import math
+import os
+
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+# TensorBoard's scalar plugin reads summaries tagged with this metadata; writing
+# them with the core `tf.summary.write` avoids depending on the tensorboard
+# package just to log (install tensorboard to view them).
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+)
+
+
+def mean_token_nll(model, tokens, chunk_size=512):
+    """Mean per-token NLL (nats) of `tokens` (rows, time) under `model`, in
+    chunks so the (rows, time, vocab) logits never exist at once."""
+    total = 0.0
+    rows = int(tokens.shape[0])
+    for begin in range(0, rows, chunk_size):
+        chunk = tokens[begin : begin + chunk_size]
+        total += float(_negative_log_likelihood_sum(model, chunk))
+    return total / (rows * int(tokens.shape[1]))
+
+
+@tf.function(reduce_retracing=True)
+def _negative_log_likelihood_sum(model, tokens):
+    return -tf.reduce_sum(model.token_log_probs(tokens, training=False))
+
+
+class MetricsWriter:
+    """Appends one JSON object a line to run_dir/metrics.jsonl and mirrors the
+    numeric fields to TensorBoard under run_dir/tensorboard."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.summary_writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+
+    def write(self, record, global_step):
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record, sort_keys=True) + "\n")
+        with self.summary_writer.as_default(step=global_step):
+            phase = record.get("phase", "run")
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    tf.summary.write(f"{phase}/{key}", tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
+        self.summary_writer.flush()
+
+    def truncate_after(self, keep):
+        """Drops records for which keep(record) is False (used on resume, so
+        records written after the restored checkpoint are not duplicated)."""
+        if not os.path.exists(self.path):
+            return
+        records = read_metrics(self.path)
+        kept = [r for r in records if keep(r)]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as stream:
+            for record in kept:
+                stream.write(json.dumps(record, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+def read_metrics(path):
+    """The records of a metrics.jsonl file."""
+    with open(path, encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream if line.strip()]

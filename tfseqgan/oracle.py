@@ -1,0 +1,81 @@
+"""The oracle of the synthetic benchmark: an LSTM with fixed weights that plays
+the real data distribution (paper section "Synthetic Data Experiments")."""
+
+import os
+
+import numpy as np
+
+from tfseqgan.generator import Generator
+
+GATE_KEYS = (("Wi", "Ui", "bi"), ("Wf", "Uf", "bf"), ("Wc", "Uc", "bc"), ("Wog", "Uog", "bog"))
+ORACLE_KEYS = ("embedding", "Wo", "bo") + tuple(k for gate in GATE_KEYS for k in gate)
+
+
+def oracle_shapes(vocabulary_size, embedding_dim, hidden_dim):
+    """Shape of each array of an oracle `.npz` (see docs: REFERENCE.md)."""
+    shapes = {"embedding": (vocabulary_size, embedding_dim), "Wo": (hidden_dim, vocabulary_size)}
+    shapes["bo"] = (vocabulary_size,)
+    for w, u, b in GATE_KEYS:
+        shapes[w] = (embedding_dim, hidden_dim)
+        shapes[u] = (hidden_dim, hidden_dim)
+        shapes[b] = (hidden_dim,)
+    return shapes
+
+
+def load_oracle_arrays(path):
+    """Reads the 15 arrays of an oracle `.npz`; never unpickles.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong with it.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: oracle weights file not found")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: np.asarray(archive[key]) for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable .npz of plain arrays ({error})") from None
+    missing = [k for k in ORACLE_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing oracle arrays {missing}; expected {list(ORACLE_KEYS)}")
+    vocabulary_size, embedding_dim = arrays["embedding"].shape
+    hidden_dim = arrays["Wo"].shape[0]
+    for key, shape in oracle_shapes(vocabulary_size, embedding_dim, hidden_dim).items():
+        if arrays[key].shape != shape:
+            raise ValueError(f"{path}: array {key} has shape {arrays[key].shape}, expected {shape}")
+        if not np.all(np.isfinite(arrays[key])):
+            raise ValueError(f"{path}: array {key} holds NaN or Inf")
+    return {k: arrays[k].astype(np.float32) for k in ORACLE_KEYS}
+
+
+def random_oracle_arrays(vocabulary_size, embedding_dim, hidden_dim, seed):
+    """A seeded N(0, 1) oracle of the same form as the paper's."""
+    rng = np.random.default_rng(seed)
+    shapes = oracle_shapes(vocabulary_size, embedding_dim, hidden_dim)
+    return {k: rng.standard_normal(shapes[k]).astype(np.float32) for k in ORACLE_KEYS}
+
+
+def build_oracle(arrays, sequence_length, start_token=0):
+    """A frozen `Generator` computing the oracle's gate equations.
+
+    Keras' LSTMCell keeps the four gates side by side in the order
+    (input, forget, candidate, output), which is how they are packed here.
+    """
+    vocabulary_size, embedding_dim = arrays["embedding"].shape
+    hidden_dim = arrays["Wo"].shape[0]
+    oracle = Generator(
+        vocabulary_size,
+        sequence_length,
+        embedding_dim=embedding_dim,
+        hidden_dim=hidden_dim,
+        start_token=start_token,
+        name="oracle",
+    )
+    oracle.embedding.embeddings.assign(arrays["embedding"])
+    oracle.cell.kernel.assign(np.concatenate([arrays[w] for w, _, _ in GATE_KEYS], axis=1))
+    oracle.cell.recurrent_kernel.assign(np.concatenate([arrays[u] for _, u, _ in GATE_KEYS], axis=1))
+    oracle.cell.bias.assign(np.concatenate([arrays[b] for _, _, b in GATE_KEYS], axis=0))
+    oracle.output_layer.kernel.assign(arrays["Wo"])
+    oracle.output_layer.bias.assign(arrays["bo"])
+    oracle.trainable = False
+    return oracle

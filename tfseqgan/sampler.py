@@ -1,0 +1,192 @@
+"""The one sampling loop: free sampling, Monte-Carlo rollout from prefixes and
+prefix-conditioned generation are all `sample_sequences` with different given
+tokens and start positions."""
+
+import math
+
+import tensorflow as tf
+
+
+def categorical_sample(logits, seed, block_size=None):
+    """Draws one id per row from softmax(logits); see `_categorical_sample`."""
+    return _categorical_sample(logits, seed, block_size)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _categorical_sample_xla(logits, seed, block_size):
+    return _categorical_sample(logits, seed, block_size)
+
+
+def _categorical_sample(logits, seed, block_size=None):
+    """Draws one id per row from softmax(logits), exactly, by inverse CDF.
+
+    The vocabulary is cut into blocks of `block_size` ids (about sqrt(vocab)):
+    one uniform picks the block from the block masses, a second picks the id
+    inside it. This touches each logit with one exp and one add, and is much
+    faster on CPU than `tf.random.categorical`, which scans every row.
+
+    Args:
+        logits: (batch, vocab) float32.
+        seed: shape-(2,) int seed of the stateless uniforms.
+        block_size: ids per block; None picks ceil(sqrt(vocab)).
+
+    Returns:
+        (batch,) int32 ids.
+    """
+    logits = tf.convert_to_tensor(logits, tf.float32)
+    vocab = logits.shape[-1]
+    if block_size is None:
+        block_size = max(1, math.isqrt(vocab - 1) + 1)
+    num_blocks = -(-vocab // block_size)
+    pad = num_blocks * block_size - vocab
+    batch = tf.shape(logits)[0]
+    probs = tf.exp(logits - tf.reduce_max(logits, axis=1, keepdims=True))  # (batch, vocab)
+    if pad:
+        probs = tf.pad(probs, [[0, 0], [0, pad]])
+    probs = tf.reshape(probs, [batch, num_blocks, block_size])
+    uniforms = tf.random.stateless_uniform([batch, 2], seed=seed)  # (batch, 2)
+
+    block_cdf = tf.cumsum(tf.reduce_sum(probs, axis=2), axis=1)  # (batch, blocks)
+    target = uniforms[:, :1] * block_cdf[:, -1:]
+    block = tf.reduce_sum(tf.cast(block_cdf <= target, tf.int32), axis=1)
+    block = tf.minimum(block, num_blocks - 1)  # guards float rounding at u -> 1
+
+    inner_cdf = tf.cumsum(tf.gather(probs, block, batch_dims=1), axis=1)  # (batch, block_size)
+    target = uniforms[:, 1:] * inner_cdf[:, -1:]
+    offset = tf.reduce_sum(tf.cast(inner_cdf <= target, tf.int32), axis=1)
+    offset = tf.minimum(offset, block_size - 1)
+    return block * block_size + offset
+
+
+def sample_sequences(
+    step_fn,
+    given_tokens,
+    start_positions,
+    initial_state,
+    start_token,
+    seed,
+    temperature=1.0,
+    greedy=False,
+    chunk_size=384,
+):
+    """Runs the decoding loop, keeping given tokens before each row's start.
+
+    Row n keeps given_tokens[n, :start_positions[n]] and samples the rest.
+    Rows are sorted by start position and decoded in chunks of `chunk_size`
+    rows (so a step's logits stay in cache); inside a chunk a step computes
+    only the rows that are already sampling, so a Monte-Carlo rollout from
+    every prefix costs the tokens it samples, not T steps per row.
+
+    Args:
+        step_fn: (tokens (batch,), state) -> (logits (batch, vocab), state);
+            state is a tuple of (batch, ...) tensors.
+        given_tokens: (batch, time) int32; entries at and after a row's start
+            position are ignored.
+        start_positions: (batch,) int32 in [0, time]; 0 samples the whole row.
+        initial_state: the policy state before each row's start position
+            (after feeding the start token and given tokens up to start - 2),
+            a tuple of (batch, ...) tensors.
+        start_token: id fed at position 0.
+        seed: shape-(2,) int seed; chunk c, step t use fold_in(fold_in(seed,
+            c), t).
+        temperature: logits are divided by it before sampling (Python 1.0
+            skips the division).
+        greedy: take the argmax instead of sampling.
+        chunk_size: rows decoded together.
+
+    Returns:
+        (batch, time) int32 tokens.
+    """
+    given_tokens = tf.convert_to_tensor(given_tokens, tf.int32)
+    start_positions = tf.convert_to_tensor(start_positions, tf.int32)
+    sequence_length = given_tokens.shape[1]
+    seed = tf.cast(seed, tf.int64)
+    batch = tf.shape(given_tokens)[0]
+
+    order = tf.argsort(start_positions, stable=True)
+    num_chunks = (batch + chunk_size - 1) // chunk_size
+    pad = num_chunks * chunk_size - batch
+
+    def chunked(tensor, fill):
+        tensor = tf.gather(tensor, order)
+        paddings = [[0, pad]] + [[0, 0]] * (len(tensor.shape) - 1)
+        tensor = tf.pad(tensor, paddings, constant_values=fill)
+        return tf.reshape(tensor, tf.concat([[num_chunks, chunk_size], tf.shape(tensor)[1:]], 0))
+
+    starts = chunked(start_positions, sequence_length)  # (chunks, chunk)
+    tokens = chunked(given_tokens, 0)  # (chunks, chunk, time)
+    state = tuple(chunked(s, 0) for s in initial_state)
+
+    def decode_chunk(elements):
+        index, starts, tokens, state = elements
+        chunk_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int64))
+        tokens_tm = tf.transpose(tokens)  # (time, chunk)
+        first = tf.reduce_min(tf.concat([starts, [sequence_length]], axis=0))
+
+        def body(position, tokens_tm, state):
+            active = tf.reduce_sum(tf.cast(starts <= position, tf.int32))
+            previous = tokens_tm[tf.maximum(position - 1, 0), :active]
+            inputs = tf.where(position > 0, previous, tf.cast(start_token, tf.int32))
+            logits, new_state = step_fn(inputs, tuple(s[:active] for s in state))
+            if greedy:
+                sampled = tf.argmax(logits, axis=1, output_type=tf.int32)
+            else:
+                if not (isinstance(temperature, float) and temperature == 1.0):
+                    logits = logits / temperature
+                step_seed = tf.random.experimental.stateless_fold_in(chunk_seed, tf.cast(position, tf.int64))
+                sampled = categorical_sample(logits, step_seed)
+            state = tuple(
+                tf.ensure_shape(tf.concat([tf.cast(new, old.dtype), old[active:]], axis=0), old.shape)
+                for new, old in zip(new_state, state)
+            )
+            column = tf.concat([sampled, tokens_tm[position, active:]], axis=0)
+            tokens_tm = tf.tensor_scatter_nd_update(tokens_tm, [[position]], column[tf.newaxis])
+            return position + 1, tokens_tm, state
+
+        _, tokens_tm, _ = tf.while_loop(
+            lambda position, *_: position < sequence_length, body, (first, tokens_tm, state)
+        )
+        return tf.transpose(tokens_tm)
+
+    decoded = tf.map_fn(
+        decode_chunk,
+        (tf.range(num_chunks), starts, tokens, state),
+        fn_output_signature=tf.TensorSpec([chunk_size, sequence_length], tf.int32),
+        parallel_iterations=1,
+    )
+    decoded = tf.reshape(decoded, [-1, sequence_length])[:batch]
+    return tf.gather(decoded, tf.math.invert_permutation(order))
+
+
+def sample_free(generator, batch_size, seed, temperature=1.0, greedy=False):
+    """Samples `batch_size` whole sequences from `generator`."""
+    time = generator.sequence_length
+    return sample_sequences(
+        generator.step,
+        tf.zeros([batch_size, time], tf.int32),
+        tf.zeros([batch_size], tf.int32),
+        generator.initial_state(batch_size),
+        generator.start_token,
+        seed,
+        temperature=temperature,
+        greedy=greedy,
+    )
+
+
+def complete_prefixes(generator, prefixes, prefix_lengths, seed, temperature=1.0, greedy=False):
+    """Keeps prefixes[n, :prefix_lengths[n]] and samples the rest from `generator`."""
+    prefixes = tf.convert_to_tensor(prefixes, tf.int32)
+    prefix_lengths = tf.convert_to_tensor(prefix_lengths, tf.int32)
+    hidden, cell = generator.prefix_states(prefixes)  # (batch, time, hidden) each
+    index = tf.minimum(prefix_lengths, generator.sequence_length - 1)
+    state = (tf.gather(hidden, index, batch_dims=1), tf.gather(cell, index, batch_dims=1))
+    return sample_sequences(
+        generator.step,
+        prefixes,
+        prefix_lengths,
+        state,
+        generator.start_token,
+        seed,
+        temperature=temperature,
+        greedy=greedy,
+    )

@@ -1,0 +1,405 @@
+"""The SeqGAN training loop: MLE pre-training, discriminator pre-training and
+adversarial training, each step a compiled `tf.function`.
+
+Reference: Yu et al., AAAI 2017, Algorithm 1.
+"""
+
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfseqgan import losses, metrics, oracle, rollout, sampler
+from tfseqgan.discriminator import Discriminator
+from tfseqgan.generator import Generator
+
+PHASES = ("mle", "discriminator", "adversarial")
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on (a NaN loss, a run directory in the wrong state)."""
+
+
+def _finite(value):
+    return bool(np.isfinite(value))
+
+
+class SeqGANTrainer:
+    """Owns the models, optimizers, random state and counters of one run.
+
+    Args:
+        model_config: `config.ModelConfig`.
+        oracle_config: `config.OracleConfig`.
+        train_config: `config.TrainConfig`.
+        run_config: `config.RunConfig`.
+        log: a print-like function for progress lines.
+    """
+
+    def __init__(self, model_config, oracle_config, train_config, run_config, log=print):
+        self.model_config = model_config
+        self.oracle_config = oracle_config
+        self.train_config = train_config
+        self.run_config = run_config
+        self.log = log
+        keras.utils.set_random_seed(train_config.seed)
+        m, t = model_config, train_config
+
+        if oracle_config.weights_path:
+            arrays = oracle.load_oracle_arrays(oracle_config.weights_path)
+            shape = arrays["embedding"].shape + (arrays["Wo"].shape[0],)
+            expected = (m.vocabulary_size, m.generator_embedding_dim, m.generator_hidden_dim)
+            if shape != expected:
+                raise ValueError(
+                    f"{oracle_config.weights_path}: oracle has (vocabulary, embedding, hidden) = {shape}, "
+                    f"but the flags ask for {expected}"
+                )
+        else:
+            arrays = oracle.random_oracle_arrays(
+                m.vocabulary_size, m.generator_embedding_dim, m.generator_hidden_dim, oracle_config.seed
+            )
+        self.oracle = oracle.build_oracle(arrays, m.sequence_length, m.start_token)
+        self.generator = Generator(
+            m.vocabulary_size,
+            m.sequence_length,
+            embedding_dim=m.generator_embedding_dim,
+            hidden_dim=m.generator_hidden_dim,
+            start_token=m.start_token,
+            init_stddev=m.generator_init_stddev,
+            seed=t.seed,
+            name="generator",
+        )
+        self.rollout_policy = rollout.clone_generator(self.generator)
+        self.discriminator = Discriminator(
+            m.vocabulary_size,
+            m.sequence_length,
+            embedding_dim=m.discriminator_embedding_dim,
+            window_sizes=m.window_sizes,
+            num_filters=m.num_filters,
+            dropout_rate=m.dropout_rate,
+            l2_weight=m.l2_weight,
+            seed=t.seed + 1000,
+            name="discriminator",
+        )
+        clip = t.generator_clip_norm or None
+        self.mle_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
+        self.pg_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
+        self.discriminator_optimizer = keras.optimizers.Adam(
+            t.discriminator_learning_rate, global_clipnorm=t.discriminator_clip_norm or None
+        )
+        self.mle_optimizer.build(self.generator.trainable_variables)
+        self.pg_optimizer.build(self.generator.trainable_variables)
+        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+        self.rng = tf.random.Generator.from_seed(t.seed)
+        self.mle_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="mle_epoch")
+        self.discriminator_round = tf.Variable(0, dtype=tf.int64, trainable=False, name="discriminator_round")
+        self.adversarial_iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="adversarial_iteration")
+        self.checkpoint = tf.train.Checkpoint(
+            generator=self.generator,
+            rollout_policy=self.rollout_policy,
+            discriminator=self.discriminator,
+            mle_optimizer=self.mle_optimizer,
+            pg_optimizer=self.pg_optimizer,
+            discriminator_optimizer=self.discriminator_optimizer,
+            rng=self.rng,
+            mle_epoch=self.mle_epoch,
+            discriminator_round=self.discriminator_round,
+            adversarial_iteration=self.adversarial_iteration,
+        )
+        self.checkpoint_manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            os.path.join(run_config.run_dir, "checkpoints"),
+            max_to_keep=run_config.checkpoints_to_keep,
+        )
+        self._build_steps()
+        self.real_data = None
+        self.test_data = None
+        self.history = []
+
+    # ----------------------------------------------------------------- steps
+    def _build_steps(self):
+        length = self.model_config.sequence_length
+        tokens_spec = tf.TensorSpec([None, length], tf.int32)
+        seed_spec = tf.TensorSpec([2], tf.int64)
+
+        @tf.function(input_signature=[tokens_spec])
+        def mle_step(tokens):
+            with tf.GradientTape() as tape:
+                loss = losses.mle_loss(self.generator, tokens, training=True)
+            variables = self.generator.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            if tf.math.is_finite(loss):
+                self.mle_optimizer.apply_gradients(zip(gradients, variables))
+            return loss
+
+        @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None], tf.int32)])
+        def discriminator_step(tokens, labels):
+            with tf.GradientTape() as tape:
+                loss, _, logits = losses.discriminator_loss(self.discriminator, tokens, labels, training=True)
+            variables = self.discriminator.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            if tf.math.is_finite(loss):
+                self.discriminator_optimizer.apply_gradients(zip(gradients, variables))
+            predictions = tf.argmax(logits, axis=1, output_type=tf.int32)
+            accuracy = tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32))
+            return loss, accuracy
+
+        @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None, length], tf.float32)])
+        def policy_gradient_step(tokens, rewards):
+            with tf.GradientTape() as tape:
+                loss = losses.policy_gradient_loss(self.generator, tokens, rewards, training=True)
+            variables = self.generator.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            if tf.math.is_finite(loss):
+                self.pg_optimizer.apply_gradients(zip(gradients, variables))
+            return loss
+
+        @tf.function(input_signature=[tokens_spec, seed_spec])
+        def rewards(tokens, seed):
+            return rollout.compute_rewards(
+                self.rollout_policy,
+                self.discriminator.real_probability,
+                tokens,
+                self.train_config.num_rollouts,
+                seed,
+            )
+
+        @tf.function(input_signature=[])
+        def update_rollout():
+            rollout.update_rollout_weights(self.rollout_policy, self.generator, self.train_config.rollout_update_rate)
+
+        def sampler_for(model):
+            @tf.function(input_signature=[tf.TensorSpec([], tf.int32), seed_spec])
+            def generate(num_samples, seed):
+                return sampler.sample_free(model, num_samples, seed)
+
+            return generate
+
+        @tf.function(input_signature=[tokens_spec])
+        def real_probability(tokens):
+            return self.discriminator.real_probability(tokens)
+
+        self.mle_step = mle_step
+        self.discriminator_step = discriminator_step
+        self.policy_gradient_step = policy_gradient_step
+        self.rewards = rewards
+        self.update_rollout = update_rollout
+        self.generate = sampler_for(self.generator)
+        self.generate_oracle = sampler_for(self.oracle)
+        self.real_probability = real_probability
+
+    def next_seed(self):
+        """A fresh shape-(2,) int64 seed from the run's checkpointed generator."""
+        return self.rng.make_seeds(1)[:, 0]
+
+    def sample(self, num_samples, seed=None, model="generator"):
+        fn = self.generate if model == "generator" else self.generate_oracle
+        seed = self.next_seed() if seed is None else tf.constant(seed, tf.int64)
+        return fn(tf.constant(num_samples, tf.int32), seed)
+
+    # ------------------------------------------------------------------ data
+    def make_oracle_data(self):
+        """Real (training) and held-out (test) sets sampled from the oracle
+        with seeds of their own, so they are disjoint draws."""
+        o = self.oracle_config
+        self.real_data = self.sample(o.num_real_samples, seed=[o.seed, 1], model="oracle")
+        self.test_data = self.sample(o.num_test_samples, seed=[o.seed, 2], model="oracle")
+
+    def _shuffled_batches(self, num_rows):
+        batch = self.train_config.batch_size
+        order = tf.argsort(tf.random.stateless_uniform([num_rows], self.next_seed()))
+        return [order[i : i + batch] for i in range(0, num_rows - batch + 1, batch)]
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, phase, step, extra=None):
+        """NLL-oracle, NLL-test and D accuracy; writes and returns a record."""
+        t = self.train_config
+        began = time.perf_counter()
+        eval_seed = [t.seed, 7]  # the same draw each time: curves compare like with like
+        samples = self.sample(t.num_eval_samples, seed=eval_seed)
+        record = {
+            "phase": phase,
+            "step": int(step),
+            "nll_oracle": metrics.mean_token_nll(self.oracle, samples),
+            "nll_test": metrics.mean_token_nll(self.generator, self.test_data),
+        }
+        count = min(t.num_discriminator_eval_samples, int(self.test_data.shape[0]))
+        if count:
+            fake = samples[:count]
+            real = self.test_data[:count]
+            record["d_accuracy_real"] = float(tf.reduce_mean(tf.cast(self.real_probability(real) > 0.5, tf.float32)))
+            record["d_accuracy_fake"] = float(tf.reduce_mean(tf.cast(self.real_probability(fake) <= 0.5, tf.float32)))
+        record.update(extra or {})
+        record["eval_seconds"] = round(time.perf_counter() - began, 3)
+        record["elapsed_seconds"] = round(time.perf_counter() - self._started, 3)
+        self.history.append(record)
+        self.metrics_writer.write(record, self._global_step(phase, step))
+        self.log(
+            f"[{phase} {step}] "
+            + "  ".join(
+                f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k.startswith(("nll", "d_", "g_"))
+            )
+        )
+        return record
+
+    def _global_step(self, phase, step):
+        t = self.train_config
+        offsets = {
+            "mle": 0,
+            "discriminator": t.mle_epochs,
+            "adversarial": t.mle_epochs + t.discriminator_pretrain_rounds,
+        }
+        return int(offsets[phase] + step)
+
+    # ---------------------------------------------------------------- phases
+    def _check(self, loss, phase, step):
+        if not _finite(loss):
+            latest = self.checkpoint_manager.latest_checkpoint or "none yet"
+            raise TrainingError(
+                f"{phase} loss is {float(loss)} at {phase} step {step}; stopped without saving. "
+                f"Last good checkpoint: {latest}"
+            )
+
+    def _save(self):
+        return self.checkpoint_manager.save()
+
+    def _progress(self, target, title):
+        if not self.run_config.progress:
+            return None
+        self.log(title)
+        return keras.utils.Progbar(target, verbose=1 if sys.stdout.isatty() else 2, unit_name="step")
+
+    def train_mle(self):
+        t = self.train_config
+        if int(self.mle_epoch) == 0 and t.mle_epochs > 0:
+            self.evaluate("mle", 0)
+        while int(self.mle_epoch) < t.mle_epochs:
+            epoch = int(self.mle_epoch) + 1
+            batches = self._shuffled_batches(int(self.real_data.shape[0]))
+            bar = self._progress(len(batches), f"MLE epoch {epoch}/{t.mle_epochs}")
+            total = 0.0
+            for index, rows in enumerate(batches):
+                loss = float(self.mle_step(tf.gather(self.real_data, rows)))
+                self._check(loss, "mle", f"epoch {epoch} batch {index + 1}")
+                total += loss
+                if bar:
+                    bar.update(index + 1, [("g_loss", loss)])
+            self.mle_epoch.assign(epoch)
+            if epoch % t.mle_eval_every == 0 or epoch == t.mle_epochs:
+                self.evaluate("mle", epoch, {"g_loss": total / max(1, len(batches))})
+                self._save()
+
+    def _train_discriminator_round(self, num_negatives, epochs, phase, step):
+        negatives = self.sample(num_negatives)
+        tokens = tf.concat([self.real_data, negatives], axis=0)
+        labels = tf.concat([tf.ones([self.real_data.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
+        losses_, accuracies = [], []
+        for epoch in range(epochs):
+            batches = self._shuffled_batches(int(tokens.shape[0]))
+            bar = self._progress(len(batches), f"{phase} round {step}, D epoch {epoch + 1}/{epochs}")
+            for index, rows in enumerate(batches):
+                loss, accuracy = self.discriminator_step(tf.gather(tokens, rows), tf.gather(labels, rows))
+                loss, accuracy = float(loss), float(accuracy)
+                self._check(loss, phase, f"{step} D epoch {epoch + 1} batch {index + 1}")
+                losses_.append(loss)
+                accuracies.append(accuracy)
+                if bar:
+                    bar.update(index + 1, [("d_loss", loss), ("d_acc", accuracy)])
+        return float(np.mean(losses_)) if losses_ else float("nan"), float(
+            np.mean(accuracies)
+        ) if accuracies else float("nan")
+
+    def train_discriminator(self):
+        t = self.train_config
+        while int(self.discriminator_round) < t.discriminator_pretrain_rounds:
+            round_ = int(self.discriminator_round) + 1
+            d_loss, d_accuracy = self._train_discriminator_round(
+                t.discriminator_negatives, t.discriminator_epochs, "discriminator", round_
+            )
+            self.discriminator_round.assign(round_)
+            self._save()
+            last = round_ == t.discriminator_pretrain_rounds
+            if last or round_ % max(1, t.mle_eval_every) == 0:
+                self.evaluate("discriminator", round_, {"d_loss": d_loss, "d_train_accuracy": d_accuracy})
+
+    def train_adversarial(self):
+        t = self.train_config
+        if int(self.adversarial_iteration) == 0 and t.adversarial_iterations > 0:
+            self.evaluate("adversarial", 0)
+        while int(self.adversarial_iteration) < t.adversarial_iterations:
+            iteration = int(self.adversarial_iteration) + 1
+            began = time.perf_counter()
+            g_losses, mean_rewards = [], []
+            for _ in range(t.generator_steps):
+                samples = self.sample(t.batch_size)
+                rewards = self.rewards(samples, self.next_seed())
+                loss = float(self.policy_gradient_step(samples, rewards))
+                self._check(loss, "adversarial", f"{iteration} (generator)")
+                self.update_rollout()
+                g_losses.append(loss)
+                mean_rewards.append(float(tf.reduce_mean(rewards)))
+            d_loss = d_accuracy = float("nan")
+            for round_ in range(t.discriminator_rounds):
+                d_loss, d_accuracy = self._train_discriminator_round(
+                    t.adversarial_discriminator_negatives,
+                    t.adversarial_discriminator_epochs,
+                    "adversarial",
+                    f"{iteration}.{round_ + 1}",
+                )
+            self.adversarial_iteration.assign(iteration)
+            if self.run_config.progress:
+                self.log(
+                    f"adversarial iteration {iteration}/{t.adversarial_iterations}: g_loss {np.mean(g_losses):.4f} "
+                    f"mean_reward {np.mean(mean_rewards):.4f} d_loss {d_loss:.4f} "
+                    f"({time.perf_counter() - began:.1f} s)"
+                )
+            if iteration % t.adversarial_eval_every == 0 or iteration == t.adversarial_iterations:
+                self.evaluate(
+                    "adversarial",
+                    iteration,
+                    {"g_loss": float(np.mean(g_losses)), "mean_reward": float(np.mean(mean_rewards)), "d_loss": d_loss},
+                )
+                self._save()
+
+    # ------------------------------------------------------------------- run
+    def restore_or_start(self):
+        """Restores the newest checkpoint with --resume; refuses to overwrite
+        a run that has one without it."""
+        latest = self.checkpoint_manager.latest_checkpoint
+        if latest and not self.run_config.resume:
+            raise TrainingError(
+                f"{self.run_config.run_dir} already holds a run (checkpoint {latest}); "
+                "pass --resume to continue it or choose another --run_dir"
+            )
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.log(
+                f"resumed from {latest}: MLE epoch {int(self.mle_epoch)}, D round {int(self.discriminator_round)}, "
+                f"adversarial iteration {int(self.adversarial_iteration)}"
+            )
+        return latest
+
+    def run(self):
+        """Runs (or resumes) all three phases; returns the evaluation records."""
+        os.makedirs(self.run_config.run_dir, exist_ok=True)
+        self._started = time.perf_counter()
+        resumed = self.restore_or_start()
+        self.metrics_writer = metrics.MetricsWriter(self.run_config.run_dir)
+        if resumed:
+            position = {
+                p: int(v)
+                for p, v in zip(PHASES, (self.mle_epoch, self.discriminator_round, self.adversarial_iteration))
+            }
+            # Records past the checkpoint (or of a phase that restarts at 0) are re-made.
+            self.metrics_writer.truncate_after(lambda r: 0 < position[r["phase"]] and r["step"] <= position[r["phase"]])
+            self.history = metrics.read_metrics(self.metrics_writer.path)
+        elif os.path.exists(self.metrics_writer.path):
+            os.remove(self.metrics_writer.path)
+        self.make_oracle_data()
+        self.train_mle()
+        self.train_discriminator()
+        self.train_adversarial()
+        return self.history
