@@ -272,27 +272,32 @@ class SeqGANTrainer:
         self.log(title)
         return keras.utils.Progbar(target, verbose=1 if sys.stdout.isatty() else 2, unit_name="step")
 
+    def run_mle_epoch(self, epoch):
+        """One pass of MLE steps over the shuffled real data; the mean loss."""
+        batches = self._shuffled_batches(int(self.real_data.shape[0]))
+        bar = self._progress(len(batches), f"MLE epoch {epoch}/{self.train_config.mle_epochs}")
+        total = 0.0
+        for index, rows in enumerate(batches):
+            loss = float(self.mle_step(tf.gather(self.real_data, rows)))
+            self._check(loss, "mle", f"epoch {epoch} batch {index + 1}")
+            total += loss
+            if bar:
+                bar.update(index + 1, [("g_loss", loss)])
+        return total / max(1, len(batches))
+
     def train_mle(self):
         t = self.train_config
         if int(self.mle_epoch) == 0 and t.mle_epochs > 0:
             self.evaluate("mle", 0)
         while int(self.mle_epoch) < t.mle_epochs:
             epoch = int(self.mle_epoch) + 1
-            batches = self._shuffled_batches(int(self.real_data.shape[0]))
-            bar = self._progress(len(batches), f"MLE epoch {epoch}/{t.mle_epochs}")
-            total = 0.0
-            for index, rows in enumerate(batches):
-                loss = float(self.mle_step(tf.gather(self.real_data, rows)))
-                self._check(loss, "mle", f"epoch {epoch} batch {index + 1}")
-                total += loss
-                if bar:
-                    bar.update(index + 1, [("g_loss", loss)])
+            loss = self.run_mle_epoch(epoch)
             self.mle_epoch.assign(epoch)
             if epoch % t.mle_eval_every == 0 or epoch == t.mle_epochs:
-                self.evaluate("mle", epoch, {"g_loss": total / max(1, len(batches))})
+                self.evaluate("mle", epoch, {"g_loss": loss})
                 self._save()
 
-    def _train_discriminator_round(self, num_negatives, epochs, phase, step):
+    def run_discriminator_round(self, num_negatives, epochs, phase, step):
         negatives = self.sample(num_negatives)
         tokens = tf.concat([self.real_data, negatives], axis=0)
         labels = tf.concat([tf.ones([self.real_data.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
@@ -316,7 +321,7 @@ class SeqGANTrainer:
         t = self.train_config
         while int(self.discriminator_round) < t.discriminator_pretrain_rounds:
             round_ = int(self.discriminator_round) + 1
-            d_loss, d_accuracy = self._train_discriminator_round(
+            d_loss, d_accuracy = self.run_discriminator_round(
                 t.discriminator_negatives, t.discriminator_epochs, "discriminator", round_
             )
             self.discriminator_round.assign(round_)
@@ -324,6 +329,15 @@ class SeqGANTrainer:
             last = round_ == t.discriminator_pretrain_rounds
             if last or round_ % max(1, t.mle_eval_every) == 0:
                 self.evaluate("discriminator", round_, {"d_loss": d_loss, "d_train_accuracy": d_accuracy})
+
+    def run_generator_step(self, iteration):
+        """Sample a batch, reward it by rollouts, one PG step, update beta."""
+        samples = self.sample(self.train_config.batch_size)
+        rewards = self.rewards(samples, self.next_seed())
+        loss = float(self.policy_gradient_step(samples, rewards))
+        self._check(loss, "adversarial", f"{iteration} (generator)")
+        self.update_rollout()
+        return loss, float(tf.reduce_mean(rewards))
 
     def train_adversarial(self):
         t = self.train_config
@@ -334,16 +348,12 @@ class SeqGANTrainer:
             began = time.perf_counter()
             g_losses, mean_rewards = [], []
             for _ in range(t.generator_steps):
-                samples = self.sample(t.batch_size)
-                rewards = self.rewards(samples, self.next_seed())
-                loss = float(self.policy_gradient_step(samples, rewards))
-                self._check(loss, "adversarial", f"{iteration} (generator)")
-                self.update_rollout()
+                loss, mean_reward = self.run_generator_step(iteration)
                 g_losses.append(loss)
-                mean_rewards.append(float(tf.reduce_mean(rewards)))
+                mean_rewards.append(mean_reward)
             d_loss = d_accuracy = float("nan")
             for round_ in range(t.discriminator_rounds):
-                d_loss, d_accuracy = self._train_discriminator_round(
+                d_loss, d_accuracy = self.run_discriminator_round(
                     t.adversarial_discriminator_negatives,
                     t.adversarial_discriminator_epochs,
                     "adversarial",

@@ -1,0 +1,127 @@
+"""Times the work units of the synthetic benchmark (REFERENCE.md settings:
+vocabulary 5000, length 20, batch 64, the paper's discriminator) and writes
+JSON with the median of several runs of each.
+
+    python bench/bench_synthetic.py --out bench/results/synthetic.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+from tfseqgan import config  # noqa: E402
+from tfseqgan.trainer import SeqGANTrainer  # noqa: E402
+
+# REFERENCE.md: the original TF1 code and TextGAN-PyTorch on a 2-core machine.
+REFERENCE_SECONDS = {
+    "sample_9984": {"original": 5.7, "textgan_pytorch": 24.6, "target": 1.0},
+    "mle_epoch": {"original": 10.6, "textgan_pytorch": 4.1, "target": 3.0},
+    "discriminator_round": {"original": 737.0, "textgan_pytorch": 105.0, "target": 60.0},
+    "adversarial_generator_step": {"original": 11.3, "textgan_pytorch": 37.7, "target": 3.0},
+}
+
+
+def timed(fn, repeats):
+    fn()  # warm-up: traces and compiles
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return {"median_s": statistics.median(times), "runs_s": [round(t, 4) for t in times]}
+
+
+def projected_full_schedule(units, evaluation_s, train):
+    """Seconds for flags/synthetic.cfg from the unit timings."""
+    mle = train.mle_epochs * units["mle_epoch"]["median_s"]
+    d_pretrain = train.discriminator_pretrain_rounds * units["discriminator_round"]["median_s"]
+    d_round_adv = units["discriminator_round"]["median_s"]  # same work: 9,984 negatives, 3 epochs
+    adversarial = train.adversarial_iterations * (
+        train.generator_steps * units["adversarial_generator_step"]["median_s"] + train.discriminator_rounds * d_round_adv
+    )
+    evaluations = (train.mle_epochs // train.mle_eval_every + 1) + (
+        train.adversarial_iterations // train.adversarial_eval_every + 1
+    )
+    total = mle + d_pretrain + adversarial + evaluations * evaluation_s
+    return {
+        "mle_s": mle,
+        "discriminator_pretrain_s": d_pretrain,
+        "adversarial_s": adversarial,
+        "evaluations_s": evaluations * evaluation_s,
+        "total_s": total,
+        "total_hours": total / 3600,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results/synthetic.json")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of the fast units")
+    parser.add_argument("--discriminator_repeats", type=int, default=3, help="runs of the D round")
+    parser.add_argument("--oracle_weights", default="", help="oracle .npz; default: random oracle")
+    args = parser.parse_args()
+
+    train = config.TrainConfig()  # the paper's schedule
+    trainer = SeqGANTrainer(
+        config.ModelConfig(),
+        config.OracleConfig(weights_path=args.oracle_weights),
+        train,
+        config.RunConfig(run_dir="/tmp/tfseqgan_bench", progress=False),
+        log=lambda *a: None,
+    )
+    trainer.make_oracle_data()
+    trainer._started = time.perf_counter()
+
+    class _NoWriter:
+        def write(self, *args):
+            pass
+
+    trainer.metrics_writer = _NoWriter()
+    units = {}
+    units["sample_9984"] = timed(lambda: trainer.sample(9984).numpy(), args.repeats)
+    print("sample_9984", units["sample_9984"], flush=True)
+    units["mle_epoch"] = timed(lambda: trainer.run_mle_epoch(1), max(3, args.repeats // 2))
+    print("mle_epoch", units["mle_epoch"], flush=True)
+    units["adversarial_generator_step"] = timed(lambda: trainer.run_generator_step(1), args.repeats)
+    print("adversarial_generator_step", units["adversarial_generator_step"], flush=True)
+    units["discriminator_round"] = timed(
+        lambda: trainer.run_discriminator_round(9984, 3, "bench", 1), args.discriminator_repeats
+    )
+    print("discriminator_round", units["discriminator_round"], flush=True)
+    units["evaluation"] = timed(lambda: trainer.evaluate("mle", 0), max(3, args.repeats // 2))
+    print("evaluation", units["evaluation"], flush=True)
+
+    for name, reference in REFERENCE_SECONDS.items():
+        units[name]["reference_s"] = reference
+        units[name]["speedup_vs_original"] = reference["original"] / units[name]["median_s"]
+        units[name]["speedup_vs_textgan_pytorch"] = reference["textgan_pytorch"] / units[name]["median_s"]
+        units[name]["meets_target"] = units[name]["median_s"] <= reference["target"]
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "tensorflow": tf.__version__,
+        },
+        "settings": "vocabulary 5000, length 20, batch 64, paper D (1,720 filters), 16 rollouts",
+        "units": units,
+        "projected_full_synthetic_cfg": projected_full_schedule(units, units["evaluation"]["median_s"], train),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as stream:
+        json.dump(result, stream, indent=2)
+    print(json.dumps(result["projected_full_synthetic_cfg"], indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
