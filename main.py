@@ -86,7 +86,10 @@ flags.DEFINE_integer("mle_epochs", 80, "MLE pre-training epochs over the real da
 flags.DEFINE_integer("mle_eval_every", 5, "Evaluate every N MLE epochs (and D rounds).", lower_bound=1)
 flags.DEFINE_integer("discriminator_pretrain_rounds", 10, "D pre-training rounds.", lower_bound=0)
 flags.DEFINE_integer(
-    "discriminator_negatives", 9984, "Fresh generated negatives per D pre-training round.", lower_bound=1
+    "discriminator_negatives",
+    9984,
+    "Fresh generated negatives per D pre-training round (as many real sequences are drawn).",
+    lower_bound=1,
 )
 flags.DEFINE_integer("discriminator_epochs", 3, "Epochs over real + negatives per D pre-training round.", lower_bound=0)
 flags.DEFINE_integer("adversarial_iterations", 50, "Adversarial iterations.", lower_bound=0)

@@ -46,7 +46,8 @@ def projected_full_schedule(units, evaluation_s, train):
     d_pretrain = train.discriminator_pretrain_rounds * units["discriminator_round"]["median_s"]
     d_round_adv = units["discriminator_round"]["median_s"]  # same work: 9,984 negatives, 3 epochs
     adversarial = train.adversarial_iterations * (
-        train.generator_steps * units["adversarial_generator_step"]["median_s"] + train.discriminator_rounds * d_round_adv
+        train.generator_steps * units["adversarial_generator_step"]["median_s"]
+        + train.discriminator_rounds * d_round_adv
     )
     evaluations = (train.mle_epochs // train.mle_eval_every + 1) + (
         train.adversarial_iterations // train.adversarial_eval_every + 1

@@ -105,7 +105,7 @@ class Discriminator(keras.Model):
             embeddings_initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=seeded(0)),
             name="embedding",
         )
-        self.convolutions = [
+        convolutions = [
             keras.layers.Conv1D(
                 filters,
                 width,
@@ -117,6 +117,11 @@ class Discriminator(keras.Model):
             )
             for i, (width, filters) in enumerate(zip(window_sizes, num_filters))
         ]
+        # Plain attributes, so tf.train.Checkpoint of the model alone tracks each
+        # conv (it does not follow Keras' list wrapper).
+        for index, conv in enumerate(convolutions):
+            setattr(self, f"conv_{index}", conv)
+        self.convolutions = convolutions
         self.highway = Highway(seed=seeded(1), name="highway")
         self.dropout = keras.layers.Dropout(dropout_rate, seed=seeded(2))
         self.output_layer = keras.layers.Dense(
@@ -148,12 +153,20 @@ class Discriminator(keras.Model):
         )
         return config
 
-    def call(self, tokens, training=False):
-        """Logits (batch, 2) for (fake, real)."""
+    def call(self, tokens, training=False, dropout_seed=None):
+        """Logits (batch, 2) for (fake, real).
+
+        With `dropout_seed` (shape-(2,) int) training uses stateless dropout
+        driven by the caller's seed, so the trainer's checkpointed RNG owns
+        all randomness; without it, the Keras Dropout layer's own seed.
+        """
         embedded = self.embedding(tokens)  # (batch, time, embed)
         pooled = [tf.reduce_max(conv(embedded), axis=1) for conv in self.convolutions]
         features = self.highway(tf.concat(pooled, axis=1))  # (batch, sum(filters))
-        features = self.dropout(features, training=training)
+        if training and dropout_seed is not None and self.dropout_rate > 0:
+            features = tf.nn.experimental.stateless_dropout(features, self.dropout_rate, seed=dropout_seed)
+        else:
+            features = self.dropout(features, training=training)
         return tf.cast(self.output_layer(features), tf.float32)
 
     def regularization_loss(self):

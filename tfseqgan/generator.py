@@ -101,8 +101,15 @@ class Generator(keras.Model):
         """
         inputs = self.embedding(tokens)  # (batch, embed)
         hidden, (hidden, cell) = self.cell(inputs, [state[0], state[1]], training=training)
-        logits = tf.cast(self.output_layer(hidden), tf.float32)  # (batch, vocab)
-        return logits, (hidden, cell)
+        return self.logits(hidden), (hidden, cell)
+
+    def logits(self, hidden):
+        """Output layer as MatMul + BiasAdd (fused into one kernel on CPU)."""
+        kernel = tf.cast(self.output_layer.kernel, hidden.dtype)
+        bias = tf.cast(self.output_layer.bias, hidden.dtype)
+        flat = tf.reshape(hidden, [-1, hidden.shape[-1]])  # (rows, hidden): one 2-D MatMul
+        logits = tf.cast(tf.nn.bias_add(tf.matmul(flat, kernel), bias), tf.float32)
+        return tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], [self.vocabulary_size]], axis=0))
 
     def _shifted_inputs(self, tokens):
         """Inputs of each position: start token, then tokens[:, :-1]."""
@@ -118,20 +125,20 @@ class Generator(keras.Model):
             each position, i.e. the state that produced that position's logits.
         """
         inputs = self.embedding(self._shifted_inputs(tokens))  # (batch, time, embed)
-        inputs = tf.transpose(inputs, [1, 0, 2])  # (time, batch, embed)
-        batch = tf.shape(tokens)[0]
-
-        def body(state, x):
-            _, (hidden, cell) = self.cell(x, [state[0], state[1]], training=training)
-            return (hidden, cell)
-
-        hidden, cell = tf.scan(body, inputs, initializer=self.initial_state(batch))
-        return tf.transpose(hidden, [1, 0, 2]), tf.transpose(cell, [1, 0, 2])
+        state = self.initial_state(tf.shape(tokens)[0])
+        hidden, cell = [], []
+        # Unrolled over the (static) length: no while-loop overhead, and the
+        # backward pass is plain graph code.
+        for position in range(tokens.shape[1]):
+            _, state = self.cell(inputs[:, position], list(state), training=training)
+            hidden.append(state[0])
+            cell.append(state[1])
+        return tf.stack(hidden, axis=1), tf.stack(cell, axis=1)
 
     def call(self, tokens, training=False):
         """Teacher-forced logits (batch, time, vocab) of the next token."""
         hidden, _ = self.run_states(tokens, training=training)
-        return tf.cast(self.output_layer(hidden), tf.float32)
+        return self.logits(hidden)  # (batch, time, vocab)
 
     def prefix_states(self, tokens):
         """State before each position, for continuing a sequence from there.

@@ -19,12 +19,14 @@ def policy_gradient_loss(generator, tokens, rewards, training=True):
     return -tf.reduce_mean(log_probs * tf.stop_gradient(rewards))
 
 
-def discriminator_loss(discriminator, tokens, labels, training=True):
+def discriminator_loss(discriminator, tokens, labels, training=True, dropout_seed=None):
     """Softmax cross-entropy (labels: 1 real, 0 fake) plus the output-layer L2.
+
+    `dropout_seed` (shape-(2,) int) seeds the dropout mask when training.
 
     Returns:
         (total loss, cross-entropy, logits).
     """
-    logits = discriminator(tokens, training=training)  # (batch, 2)
+    logits = discriminator(tokens, training=training, dropout_seed=dropout_seed)  # (batch, 2)
     cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     return cross_entropy + discriminator.regularization_loss(), cross_entropy, logits

@@ -31,20 +31,30 @@ def load_oracle_arrays(path):
     if not os.path.isfile(path):
         raise ValueError(f"{path}: oracle weights file not found")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as error:  # EOFError, BadZipFile, pickled content, ...: all one message
+        raise ValueError(f"{path}: not a readable .npz of plain arrays ({type(error).__name__}: {error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: expected an .npz archive of named arrays, found a single .npy array")
+    try:
+        with archive:
             arrays = {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz of plain arrays ({error})") from None
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable .npz of plain arrays ({type(error).__name__}: {error})") from None
     missing = [k for k in ORACLE_KEYS if k not in arrays]
     if missing:
         raise ValueError(f"{path}: missing oracle arrays {missing}; expected {list(ORACLE_KEYS)}")
+    if arrays["embedding"].ndim != 2 or arrays["Wo"].ndim != 2:
+        raise ValueError(
+            f"{path}: embedding and Wo must be 2-D, got shapes {arrays['embedding'].shape} and {arrays['Wo'].shape}"
+        )
     vocabulary_size, embedding_dim = arrays["embedding"].shape
     hidden_dim = arrays["Wo"].shape[0]
     for key, shape in oracle_shapes(vocabulary_size, embedding_dim, hidden_dim).items():
         if arrays[key].shape != shape:
             raise ValueError(f"{path}: array {key} has shape {arrays[key].shape}, expected {shape}")
-        if not np.all(np.isfinite(arrays[key])):
-            raise ValueError(f"{path}: array {key} holds NaN or Inf")
+        if not np.issubdtype(arrays[key].dtype, np.floating) or not np.all(np.isfinite(arrays[key])):
+            raise ValueError(f"{path}: array {key} must hold finite floats (no NaN or Inf)")
     return {k: arrays[k].astype(np.float32) for k in ORACLE_KEYS}
 
 

@@ -40,7 +40,7 @@ def _categorical_sample(logits, seed, block_size=None):
     num_blocks = -(-vocab // block_size)
     pad = num_blocks * block_size - vocab
     batch = tf.shape(logits)[0]
-    probs = tf.exp(logits - tf.reduce_max(logits, axis=1, keepdims=True))  # (batch, vocab)
+    probs = tf.nn.softmax(logits)  # (batch, vocab); one fused kernel on CPU
     if pad:
         probs = tf.pad(probs, [[0, 0], [0, pad]])
     probs = tf.reshape(probs, [batch, num_blocks, block_size])

@@ -135,10 +135,12 @@ class SeqGANTrainer:
                 self.mle_optimizer.apply_gradients(zip(gradients, variables))
             return loss
 
-        @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None], tf.int32)])
-        def discriminator_step(tokens, labels):
+        @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None], tf.int32), seed_spec])
+        def discriminator_step(tokens, labels, seed):
             with tf.GradientTape() as tape:
-                loss, _, logits = losses.discriminator_loss(self.discriminator, tokens, labels, training=True)
+                loss, _, logits = losses.discriminator_loss(
+                    self.discriminator, tokens, labels, training=True, dropout_seed=seed
+                )
             variables = self.discriminator.trainable_variables
             gradients = tape.gradient(loss, variables)
             if tf.math.is_finite(loss):
@@ -299,14 +301,20 @@ class SeqGANTrainer:
 
     def run_discriminator_round(self, num_negatives, epochs, phase, step):
         negatives = self.sample(num_negatives)
-        tokens = tf.concat([self.real_data, negatives], axis=0)
-        labels = tf.concat([tf.ones([self.real_data.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
+        positives = self.real_data
+        if num_negatives < positives.shape[0]:  # a balanced round: as many real as fake
+            order = tf.argsort(tf.random.stateless_uniform([positives.shape[0]], self.next_seed()))
+            positives = tf.gather(positives, order[:num_negatives])
+        tokens = tf.concat([positives, negatives], axis=0)
+        labels = tf.concat([tf.ones([positives.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
         losses_, accuracies = [], []
         for epoch in range(epochs):
             batches = self._shuffled_batches(int(tokens.shape[0]))
             bar = self._progress(len(batches), f"{phase} round {step}, D epoch {epoch + 1}/{epochs}")
             for index, rows in enumerate(batches):
-                loss, accuracy = self.discriminator_step(tf.gather(tokens, rows), tf.gather(labels, rows))
+                loss, accuracy = self.discriminator_step(
+                    tf.gather(tokens, rows), tf.gather(labels, rows), self.next_seed()
+                )
                 loss, accuracy = float(loss), float(accuracy)
                 self._check(loss, phase, f"{step} D epoch {epoch + 1} batch {index + 1}")
                 losses_.append(loss)

@@ -1,0 +1,264 @@
+"""Sampler: the exact categorical draw and the one decoding loop (free, prefix, rollout)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import dominate, new_generator, softmax
+
+from tfseqgan import sampler
+from tfseqgan.generator import Generator
+
+ROWS = 20000
+
+
+def empirical(ids, vocab):
+    ids = np.asarray(ids)
+    assert ids.min() >= 0 and ids.max() < vocab
+    return np.bincount(ids, minlength=vocab) / ids.size
+
+
+def total_variation(p, q):
+    return 0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum()
+
+
+def chi_square(frequencies, probabilities, rows):
+    expected = probabilities * rows
+    return np.sum((frequencies * rows - expected) ** 2 / expected)
+
+
+# Chi-square 99.99th percentiles (6 and 22 degrees of freedom): a correct sampler
+# fails the bound with probability 1e-4 for a given seed, and the seeds are fixed.
+CHI2_BOUND = {7: 27.9, 23: 53.0}
+
+
+@pytest.mark.parametrize("vocab, block_size", [(7, None), (23, 5), (23, None), (7, 1), (7, 7)])
+def test_categorical_sample_matches_softmax(vocab, block_size):
+    logits = np.random.default_rng(vocab).normal(scale=1.5, size=vocab).astype(np.float32)
+    ids = sampler.categorical_sample(np.tile(logits, (ROWS, 1)), tf.constant([4, 2], tf.int64), block_size)
+    assert tuple(ids.shape) == (ROWS,)
+    frequencies = empirical(ids.numpy(), vocab)
+    p = softmax(logits)
+    assert total_variation(frequencies, p) < 0.02
+    assert chi_square(frequencies, p, ROWS) < CHI2_BOUND[vocab]
+    # The bound has power: the same draws are far from a wrong temperature.
+    wrong = softmax(logits / 2.0)
+    assert total_variation(p, wrong) > 0.1
+    assert total_variation(frequencies, wrong) > 0.08
+    assert chi_square(frequencies, wrong, ROWS) > 10 * CHI2_BOUND[vocab]
+
+
+def test_categorical_sample_per_row_logits():
+    """Each row draws from its own logits (rows are not mixed up)."""
+    vocab, rows = 9, 6000
+    dominant = np.arange(rows) % vocab
+    logits = np.zeros((rows, vocab), np.float32)
+    logits[np.arange(rows), dominant] = 50.0
+    ids = sampler.categorical_sample(logits, tf.constant([1, 1], tf.int64), 4).numpy()
+    np.testing.assert_array_equal(ids, dominant)
+
+
+@pytest.mark.parametrize("block_size", [None, 1, 2, 3, 5, 23])
+def test_categorical_sample_never_out_of_range_with_minus_inf(block_size):
+    vocab = 23
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, vocab)).astype(np.float32)
+    logits[:, 19:] = -np.inf  # the padded last block holds only impossible ids
+    logits[:, :3] = -np.inf  # so does the first block for small block sizes
+    logits[::2, 3:18] = -np.inf  # even rows: a single possible id (18)
+    logits[1::4, 3] = 80.0  # some rows: one huge logit
+    ids = sampler.categorical_sample(logits, tf.constant([7, 3], tf.int64), block_size).numpy()
+    assert ids.min() >= 0 and ids.max() < vocab
+    assert np.all(np.isfinite(logits[np.arange(len(ids)), ids])), "sampled an id of probability 0"
+    np.testing.assert_array_equal(ids[::2], 18)
+    np.testing.assert_array_equal(ids[1::4], 3)
+
+
+def test_categorical_sample_single_possible_id_in_every_position():
+    vocab = 11
+    logits = np.full((vocab, vocab), -np.inf, np.float32)
+    logits[np.arange(vocab), np.arange(vocab)] = 0.0
+    for block_size in (None, 1, 4, 11):
+        ids = sampler.categorical_sample(logits, tf.constant([0, 9], tf.int64), block_size).numpy()
+        np.testing.assert_array_equal(ids, np.arange(vocab))
+
+
+def test_categorical_sample_seed_determinism():
+    logits = np.tile(np.zeros(13, np.float32), (500, 1))
+    a = sampler.categorical_sample(logits, tf.constant([1, 2], tf.int64)).numpy()
+    b = sampler.categorical_sample(logits, tf.constant([1, 2], tf.int64)).numpy()
+    c = sampler.categorical_sample(logits, tf.constant([1, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).mean() > 0.5
+
+
+# --------------------------------------------------------------- the decoding loop
+VOCAB, TIME, EMBED, HIDDEN = 11, 6, 5, 7
+
+
+@pytest.fixture
+def generator():
+    # Large initial weights: the next-token distribution depends visibly on the prefix.
+    return new_generator(VOCAB, TIME, EMBED, HIDDEN, init_stddev=1.0, seed=3)
+
+
+def reference_greedy(generator, prefix, length):
+    """Greedy decoding one row at a time with `step`, keeping prefix[:length]."""
+    state = generator.initial_state(1)
+    token = tf.constant([generator.start_token])
+    out = []
+    for t in range(generator.sequence_length):
+        logits, state = generator.step(token, state)
+        next_token = int(prefix[t]) if t < length else int(tf.argmax(logits[0]))
+        out.append(next_token)
+        token = tf.constant([next_token], tf.int32)
+    return np.array(out)
+
+
+def random_prefixes(rows, seed=0):
+    rng = np.random.default_rng(seed)
+    prefixes = rng.integers(0, VOCAB, (rows, TIME)).astype(np.int32)
+    lengths = rng.integers(0, TIME + 1, rows).astype(np.int32)
+    lengths[:2] = [0, TIME]  # always both extremes
+    return prefixes, lengths
+
+
+def prefix_state(generator, prefixes, lengths):
+    hidden, cell = generator.prefix_states(tf.constant(prefixes))
+    index = np.minimum(lengths, TIME - 1)
+    return tf.gather(hidden, index, batch_dims=1), tf.gather(cell, index, batch_dims=1)
+
+
+def assert_prefix_kept(samples, prefixes, lengths):
+    samples = np.asarray(samples)
+    assert samples.shape == prefixes.shape
+    assert samples.dtype == np.int32
+    assert samples.min() >= 0 and samples.max() < VOCAB
+    for row, length in enumerate(lengths):
+        np.testing.assert_array_equal(samples[row, :length], prefixes[row, :length], err_msg=f"row {row}")
+
+
+def test_complete_prefixes_keeps_every_prefix(generator):
+    prefixes, lengths = random_prefixes(64)
+    samples = sampler.complete_prefixes(generator, prefixes, lengths, tf.constant([5, 6], tf.int64)).numpy()
+    assert_prefix_kept(samples, prefixes, lengths)
+    # The sampled part is really sampled: rows with length 0 are not all alike.
+    free = samples[lengths == 0]
+    assert len(free) >= 2 and len({tuple(row) for row in free}) > 1
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 8, 384])
+def test_sample_sequences_keeps_prefix_in_every_chunking(generator, chunk_size):
+    prefixes, lengths = random_prefixes(21, seed=chunk_size)
+    state = prefix_state(generator, prefixes, lengths)
+    samples = sampler.sample_sequences(
+        generator.step, prefixes, lengths, state, generator.start_token, [3, 4], chunk_size=chunk_size
+    )
+    assert_prefix_kept(samples, prefixes, lengths)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 384])
+def test_greedy_matches_row_by_row_reference_in_any_order(generator, chunk_size):
+    """Rows with mixed start positions, in any order, each decode as that row alone would."""
+    prefixes, lengths = random_prefixes(9, seed=11)
+    expected = np.stack([reference_greedy(generator, p, n) for p, n in zip(prefixes, lengths)])
+    assert len({tuple(row) for row in expected}) > 3  # the check is not vacuous
+    for order in (np.arange(9), np.arange(9)[::-1], np.random.default_rng(1).permutation(9)):
+        p, n = prefixes[order], lengths[order]
+        samples = sampler.sample_sequences(
+            generator.step, p, n, prefix_state(generator, p, n), 0, [1, 2], greedy=True, chunk_size=chunk_size
+        )
+        np.testing.assert_array_equal(samples.numpy(), expected[order])
+    alone = [
+        sampler.complete_prefixes(generator, prefixes[i : i + 1], lengths[i : i + 1], [1, 2], greedy=True).numpy()[0]
+        for i in range(9)
+    ]
+    np.testing.assert_array_equal(np.stack(alone), expected)
+
+
+def test_greedy_free_sampling_feeds_the_start_token():
+    generator = Generator(VOCAB, TIME, embedding_dim=EMBED, hidden_dim=HIDDEN, start_token=4, init_stddev=1.0, seed=8)
+    expected = reference_greedy(generator, np.zeros(TIME, np.int32), 0)
+    samples = sampler.sample_free(generator, 3, tf.constant([0, 0], tf.int64), greedy=True).numpy()
+    np.testing.assert_array_equal(samples, np.tile(expected, (3, 1)))
+    # With start token 0 the same weights decode differently (the start token matters).
+    other = Generator(VOCAB, TIME, embedding_dim=EMBED, hidden_dim=HIDDEN, start_token=0, init_stddev=1.0, seed=8)
+    assert not np.array_equal(reference_greedy(other, np.zeros(TIME, np.int32), 0), expected)
+
+
+@pytest.mark.parametrize("token", [0, 4, 10])
+def test_greedy_with_dominant_token_fills_after_prefix(generator, token):
+    dominate(generator, token)
+    prefixes, lengths = random_prefixes(16, seed=token)
+    for greedy in (True, False):
+        samples = sampler.complete_prefixes(generator, prefixes, lengths, [2, 2], greedy=greedy).numpy()
+        assert_prefix_kept(samples, prefixes, lengths)
+        for row, length in enumerate(lengths):
+            np.testing.assert_array_equal(samples[row, length:], token)
+
+
+def test_sample_free_with_dominant_token(generator):
+    dominate(generator, 6)
+    samples = sampler.sample_free(generator, 5, tf.constant([0, 1], tf.int64)).numpy()
+    np.testing.assert_array_equal(samples, np.full((5, TIME), 6))
+
+
+def test_sample_free_shape_range_and_determinism(generator):
+    a = sampler.sample_free(generator, 32, tf.constant([9, 9], tf.int64)).numpy()
+    b = sampler.sample_free(generator, 32, tf.constant([9, 9], tf.int64)).numpy()
+    c = sampler.sample_free(generator, 32, tf.constant([9, 10], tf.int64)).numpy()
+    assert a.shape == (32, TIME) and a.dtype == np.int32
+    assert a.min() >= 0 and a.max() < VOCAB
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_complete_prefixes_determinism(generator):
+    prefixes, lengths = random_prefixes(32, seed=5)
+    a = sampler.complete_prefixes(generator, prefixes, lengths, [7, 7]).numpy()
+    b = sampler.complete_prefixes(generator, prefixes, lengths, [7, 7]).numpy()
+    c = sampler.complete_prefixes(generator, prefixes, lengths, [7, 8]).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_first_sampled_token_follows_the_model_given_the_prefix(generator):
+    """The token sampled right after a kept prefix has the model's conditional distribution."""
+    rows, length = 6000, 2
+    prefix = np.array([3, 8, 0, 0, 0, 0], np.int32)
+    prefixes = np.tile(prefix, (rows, 1))
+    lengths = np.full(rows, length, np.int32)
+    samples = sampler.complete_prefixes(generator, prefixes, lengths, [4, 5]).numpy()
+    conditional = softmax(generator(tf.constant(prefix[None])).numpy()[0, length])
+    frequencies = empirical(samples[:, length], VOCAB)
+    assert total_variation(frequencies, conditional) < 0.04
+    # Not the unconditional first-position distribution (the state really is the prefix's).
+    first = softmax(generator(tf.constant(prefix[None])).numpy()[0, 0])
+    assert total_variation(conditional, first) > 0.15
+
+
+def test_temperature_scales_the_logits():
+    vocab, rows = 7, ROWS
+    logits = np.array([0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 2.5], np.float32)
+
+    def step_fn(tokens, state):
+        return tf.tile(tf.constant(logits)[None], [tf.shape(tokens)[0], 1]), state
+
+    def first_column(temperature):
+        state = (tf.zeros([rows, 1]),)
+        samples = sampler.sample_sequences(
+            step_fn,
+            tf.zeros([rows, 1], tf.int32),
+            tf.zeros([rows], tf.int32),
+            state,
+            0,
+            [3, 3],
+            temperature=temperature,
+            chunk_size=4096,
+        )
+        return empirical(samples.numpy()[:, 0], vocab)
+
+    hot = first_column(2.0)
+    assert total_variation(hot, softmax(logits / 2.0)) < 0.02
+    assert total_variation(hot, softmax(logits)) > 0.1
+    plain = first_column(1.0)
+    assert total_variation(plain, softmax(logits)) < 0.02
