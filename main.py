@@ -82,22 +82,22 @@ _section(
 )
 
 # Schedule
-flags.DEFINE_integer("mle_epochs", 80, "MLE pre-training epochs over the real data.", lower_bound=0)
+flags.DEFINE_integer("mle_epochs", 30, "MLE pre-training epochs over the real data.", lower_bound=0)
 flags.DEFINE_integer("mle_eval_every", 5, "Evaluate every N MLE epochs (and D rounds).", lower_bound=1)
-flags.DEFINE_integer("discriminator_pretrain_rounds", 10, "D pre-training rounds.", lower_bound=0)
+flags.DEFINE_integer("discriminator_pretrain_rounds", 5, "D pre-training rounds.", lower_bound=0)
 flags.DEFINE_integer(
     "discriminator_negatives",
     9984,
     "Fresh generated negatives per D pre-training round (as many real sequences are drawn).",
     lower_bound=1,
 )
-flags.DEFINE_integer("discriminator_epochs", 3, "Epochs over real + negatives per D pre-training round.", lower_bound=0)
-flags.DEFINE_integer("adversarial_iterations", 50, "Adversarial iterations.", lower_bound=0)
+flags.DEFINE_integer("discriminator_epochs", 1, "Epochs over real + negatives per D pre-training round.", lower_bound=0)
+flags.DEFINE_integer("adversarial_iterations", 15, "Adversarial iterations.", lower_bound=0)
 flags.DEFINE_integer("generator_steps", 1, "Policy-gradient steps per adversarial iteration.", lower_bound=0)
 flags.DEFINE_integer("discriminator_rounds", 1, "D rounds per adversarial iteration.", lower_bound=0)
 flags.DEFINE_integer("adversarial_discriminator_epochs", 1, "Epochs per adversarial D round.", lower_bound=0)
 flags.DEFINE_integer(
-    "adversarial_discriminator_negatives", 9984, "Fresh negatives per adversarial D round.", lower_bound=1
+    "adversarial_discriminator_negatives", 2048, "Fresh negatives per adversarial D round.", lower_bound=1
 )
 flags.DEFINE_integer("num_rollouts", 16, "Monte-Carlo rollouts per prefix.", lower_bound=1)
 flags.DEFINE_float(
@@ -132,36 +132,38 @@ _section(
 )
 
 
+class FlagError(ValueError):
+    """A flag value that cannot work; main prints it as one line and exits 2."""
+
+
 def _int_list(name):
     values = []
     for item in FLAGS[name].value:
         try:
             values.append(int(item))
         except ValueError:
-            raise app.UsageError(f"--{name}: expected comma-separated integers, got {item!r}") from None
+            raise FlagError(f"--{name}: expected comma-separated integers, got {item!r}") from None
         if values[-1] < 1:
-            raise app.UsageError(f"--{name}: values must be >= 1, got {values[-1]}")
+            raise FlagError(f"--{name}: values must be >= 1, got {values[-1]}")
     if not values:
-        raise app.UsageError(f"--{name}: expected at least one value")
+        raise FlagError(f"--{name}: expected at least one value")
     return tuple(values)
 
 
 def build_configs():
-    """Turns the flags into the library's typed configs (raises UsageError)."""
+    """Turns the flags into the library's typed configs (raises FlagError)."""
     windows, filters = _int_list("window_sizes"), _int_list("num_filters")
     if len(windows) != len(filters):
-        raise app.UsageError(f"--window_sizes has {len(windows)} values but --num_filters has {len(filters)}")
+        raise FlagError(f"--window_sizes has {len(windows)} values but --num_filters has {len(filters)}")
     if max(windows) > FLAGS.sequence_length:
-        raise app.UsageError(f"--window_sizes: {max(windows)} exceeds --sequence_length={FLAGS.sequence_length}")
+        raise FlagError(f"--window_sizes: {max(windows)} exceeds --sequence_length={FLAGS.sequence_length}")
     if FLAGS.start_token >= FLAGS.vocabulary_size:
-        raise app.UsageError(f"--start_token={FLAGS.start_token} must be < --vocabulary_size={FLAGS.vocabulary_size}")
+        raise FlagError(f"--start_token={FLAGS.start_token} must be < --vocabulary_size={FLAGS.vocabulary_size}")
     for name in ("num_real_samples", "discriminator_negatives", "adversarial_discriminator_negatives"):
         if FLAGS[name].value < FLAGS.batch_size:
-            raise app.UsageError(
-                f"--{name}={FLAGS[name].value} is smaller than one batch (--batch_size={FLAGS.batch_size})"
-            )
+            raise FlagError(f"--{name}={FLAGS[name].value} is smaller than one batch (--batch_size={FLAGS.batch_size})")
     if FLAGS.oracle_weights and not os.path.isfile(FLAGS.oracle_weights):
-        raise app.UsageError(f"--oracle_weights: {FLAGS.oracle_weights}: no such file")
+        raise FlagError(f"--oracle_weights: {FLAGS.oracle_weights}: no such file")
     model = config_lib.ModelConfig(
         vocabulary_size=FLAGS.vocabulary_size,
         sequence_length=FLAGS.sequence_length,
@@ -218,9 +220,14 @@ def write_atomically(path, text):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
+        return 2
     logging.set_verbosity(logging.WARNING)
-    model, oracle, train, run = build_configs()
+    try:
+        model, oracle, train, run = build_configs()
+    except FlagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     from tfseqgan import report
     from tfseqgan.trainer import SeqGANTrainer, TrainingError

@@ -142,3 +142,34 @@ def test_seeded_initialization_is_deterministic():
     for x, y in zip(a.weights, b.weights):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
     assert any(not np.array_equal(x.numpy(), z.numpy()) for x, z in zip(a.weights, c.weights))
+
+
+def test_output_log_probs_gradient_matches_autodiff_of_log_softmax():
+    from tfseqgan.generator import output_log_probs
+
+    rng = np.random.default_rng(0)
+    hidden = tf.constant(rng.normal(size=(6, 4)).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=(4, 9)).astype(np.float32) * 3.0)
+    bias = tf.constant(rng.normal(size=(9,)).astype(np.float32))
+    targets = tf.constant([0, 3, 8, 8, 1, 5], tf.int32)
+    upstream = tf.constant(rng.normal(size=(6,)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([hidden, kernel, bias])
+        fused = output_log_probs(hidden, kernel, bias, targets)
+        reference = tf.gather(tf.nn.log_softmax(tf.matmul(hidden, kernel) + bias), targets, batch_dims=1)
+        fused_sum = tf.reduce_sum(fused * upstream)
+        reference_sum = tf.reduce_sum(reference * upstream)
+    np.testing.assert_allclose(fused.numpy(), reference.numpy(), atol=1e-5)
+    for got, want in zip(
+        tape.gradient(fused_sum, [hidden, kernel, bias]), tape.gradient(reference_sum, [hidden, kernel, bias])
+    ):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_output_log_probs_stays_finite_for_very_unlikely_targets():
+    from tfseqgan.generator import output_log_probs
+
+    hidden = tf.ones([1, 2])
+    kernel = tf.constant([[200.0, -200.0], [200.0, -200.0]])
+    log_probs = output_log_probs(hidden, kernel, tf.zeros([2]), tf.constant([1], tf.int32))
+    np.testing.assert_allclose(log_probs.numpy(), [-800.0], rtol=1e-5)

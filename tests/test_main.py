@@ -205,10 +205,8 @@ def parsed_flags():
     ],
 )
 def test_build_configs_rejects(parsed_flags, args, needle):
-    from absl import app
-
     main = parsed_flags(*args)
-    with pytest.raises(app.UsageError) as error:
+    with pytest.raises(main.FlagError) as error:
         main.build_configs()
     assert needle in str(error.value)
     assert "\n" not in str(error.value)

@@ -8,6 +8,43 @@ import keras
 import tensorflow as tf
 
 
+@tf.custom_gradient
+def output_log_probs(hidden, kernel, bias, targets):
+    """log softmax(hidden @ kernel + bias)[row, targets[row]] for each row.
+
+    One fused softmax instead of the chain of ops that autodiff of
+    `logits - logsumexp(logits)` builds; the hand-written gradient
+    (target one-hot minus softmax, times the upstream gradient) touches the
+    (rows, vocab) logits three times instead of about a dozen. This is the hot
+    spot of MLE and policy-gradient steps.
+
+    Args:
+        hidden: (rows, hidden) float32.
+        kernel: (hidden, vocab); bias: (vocab,).
+        targets: (rows,) int32 ids.
+
+    Returns:
+        (rows,) float32 log-probabilities.
+    """
+    logits = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # (rows, vocab)
+    probs = tf.nn.softmax(logits)
+    # log Z = logit - log p at the most likely id, whose p >= 1/vocab never underflows.
+    top = tf.argmax(logits, axis=1, output_type=tf.int32)
+    log_normalizer = tf.gather(logits, top, batch_dims=1) - tf.math.log(tf.gather(probs, top, batch_dims=1))
+    log_probs = tf.gather(logits, targets, batch_dims=1) - log_normalizer
+
+    def gradient(upstream):  # upstream: (rows,)
+        rows = tf.shape(targets)[0]
+        d_logits = -upstream[:, tf.newaxis] * probs  # (rows, vocab)
+        d_logits = tf.tensor_scatter_nd_add(d_logits, tf.stack([tf.range(rows), targets], axis=1), upstream)
+        d_hidden = tf.matmul(d_logits, kernel, transpose_b=True)
+        d_kernel = tf.matmul(hidden, d_logits, transpose_a=True)
+        d_bias = tf.reduce_sum(d_logits, axis=0)
+        return d_hidden, d_kernel, d_bias, None
+
+    return log_probs, gradient
+
+
 @keras.saving.register_keras_serializable(package="tfseqgan")
 class Generator(keras.Model):
     """Embedding -> LSTM -> logits over the vocabulary.
@@ -157,6 +194,12 @@ class Generator(keras.Model):
 
     def token_log_probs(self, tokens, training=False):
         """log G(tokens[:, t] | tokens[:, :t]) for every position, (batch, time)."""
-        logits = self(tokens, training=training)  # (batch, time, vocab)
-        chosen = tf.gather(logits, tokens, batch_dims=2)  # (batch, time)
-        return chosen - tf.reduce_logsumexp(logits, axis=2)
+        hidden, _ = self.run_states(tokens, training=training)  # (batch, time, hidden)
+        flat_hidden = tf.reshape(hidden, [-1, self.hidden_dim])
+        log_probs = output_log_probs(
+            tf.cast(flat_hidden, tf.float32),
+            tf.cast(tf.convert_to_tensor(self.output_layer.kernel), tf.float32),
+            tf.cast(tf.convert_to_tensor(self.output_layer.bias), tf.float32),
+            tf.reshape(tf.cast(tokens, tf.int32), [-1]),
+        )
+        return tf.reshape(log_probs, tf.shape(tokens))

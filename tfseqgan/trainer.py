@@ -210,10 +210,18 @@ class SeqGANTrainer:
         self.real_data = self.sample(o.num_real_samples, seed=[o.seed, 1], model="oracle")
         self.test_data = self.sample(o.num_test_samples, seed=[o.seed, 2], model="oracle")
 
-    def _shuffled_batches(self, num_rows):
+    def _shuffled_batches(self, *tensors):
+        """Shuffles the rows of `tensors` together (seeded) and yields them in
+        batches of batch_size, dropping the remainder: one gather per epoch."""
         batch = self.train_config.batch_size
-        order = tf.argsort(tf.random.stateless_uniform([num_rows], self.next_seed()))
-        return [order[i : i + batch] for i in range(0, num_rows - batch + 1, batch)]
+        rows = int(tensors[0].shape[0])
+        order = tf.argsort(tf.random.stateless_uniform([rows], self.next_seed()))
+        shuffled = [tf.gather(tensor, order) for tensor in tensors]
+        return [tuple(t[i : i + batch] for t in shuffled) for i in range(0, rows - batch + 1, batch)]
+
+    def _step_seeds(self, count):
+        """`count` shape-(2,) seeds from one draw of the run's RNG."""
+        return tf.transpose(self.rng.make_seeds(count)).numpy()
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, phase, step, extra=None):
@@ -276,11 +284,11 @@ class SeqGANTrainer:
 
     def run_mle_epoch(self, epoch):
         """One pass of MLE steps over the shuffled real data; the mean loss."""
-        batches = self._shuffled_batches(int(self.real_data.shape[0]))
+        batches = self._shuffled_batches(self.real_data)
         bar = self._progress(len(batches), f"MLE epoch {epoch}/{self.train_config.mle_epochs}")
         total = 0.0
-        for index, rows in enumerate(batches):
-            loss = float(self.mle_step(tf.gather(self.real_data, rows)))
+        for index, (tokens,) in enumerate(batches):
+            loss = float(self.mle_step(tokens))
             self._check(loss, "mle", f"epoch {epoch} batch {index + 1}")
             total += loss
             if bar:
@@ -309,21 +317,20 @@ class SeqGANTrainer:
         labels = tf.concat([tf.ones([positives.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
         losses_, accuracies = [], []
         for epoch in range(epochs):
-            batches = self._shuffled_batches(int(tokens.shape[0]))
+            batches = self._shuffled_batches(tokens, labels)
+            seeds = self._step_seeds(len(batches))
             bar = self._progress(len(batches), f"{phase} round {step}, D epoch {epoch + 1}/{epochs}")
-            for index, rows in enumerate(batches):
-                loss, accuracy = self.discriminator_step(
-                    tf.gather(tokens, rows), tf.gather(labels, rows), self.next_seed()
-                )
+            for index, (batch_tokens, batch_labels) in enumerate(batches):
+                loss, accuracy = self.discriminator_step(batch_tokens, batch_labels, seeds[index])
                 loss, accuracy = float(loss), float(accuracy)
                 self._check(loss, phase, f"{step} D epoch {epoch + 1} batch {index + 1}")
                 losses_.append(loss)
                 accuracies.append(accuracy)
                 if bar:
                     bar.update(index + 1, [("d_loss", loss), ("d_acc", accuracy)])
-        return float(np.mean(losses_)) if losses_ else float("nan"), float(
-            np.mean(accuracies)
-        ) if accuracies else float("nan")
+        if not losses_:
+            return float("nan"), float("nan")
+        return float(np.mean(losses_)), float(np.mean(accuracies))
 
     def train_discriminator(self):
         t = self.train_config
