@@ -71,15 +71,14 @@ def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=384):
 
 
 def scores_in_chunks(score_fn, sequences, chunk_size):
-    """score_fn over the rows of `sequences` (rows, time) in chunks: (rows,)."""
+    """score_fn over the rows of `sequences` (rows, time) in equal chunks of at
+    most `chunk_size` rows (no padding beyond rounding): (rows,)."""
     rows = tf.shape(sequences)[0]
-    num_chunks = (rows + chunk_size - 1) // chunk_size
-    pad = num_chunks * chunk_size - rows
-    padded = tf.pad(sequences, [[0, pad], [0, 0]])
-    chunks = tf.reshape(padded, [num_chunks, chunk_size, sequences.shape[1]])
-    scores = tf.map_fn(
-        score_fn, chunks, fn_output_signature=tf.TensorSpec([chunk_size], tf.float32), parallel_iterations=1
-    )
+    num_chunks = tf.maximum(1, (rows + chunk_size - 1) // chunk_size)
+    size = (rows + num_chunks - 1) // num_chunks
+    padded = tf.pad(sequences, [[0, num_chunks * size - rows], [0, 0]])
+    chunks = tf.reshape(padded, [num_chunks, size, sequences.shape[1]])
+    scores = tf.map_fn(score_fn, chunks, fn_output_signature=tf.TensorSpec([None], tf.float32), parallel_iterations=1)
     return tf.reshape(scores, [-1])[:rows]
 
 
