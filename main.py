@@ -2,6 +2,7 @@
 random oracle. See flags/*.cfg and README.md."""
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -230,7 +231,7 @@ def main(argv):
         return 2
 
     from tfseqgan import report
-    from tfseqgan.trainer import SeqGANTrainer, TrainingError
+    from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
 
     try:
         trainer = SeqGANTrainer(model, oracle, train, run)
@@ -238,7 +239,18 @@ def main(argv):
         if trainer.checkpoint_manager.latest_checkpoint and not run.resume:
             trainer.restore_or_start()  # raises the one-line refusal
         write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
+        received = []
+
+        def stop(signum, frame):
+            received.append(signum)
+            trainer.request_stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, stop)
         history = trainer.run()
+    except TrainingInterrupted as interrupted:
+        print(f"interrupted: {interrupted}; continue with --resume --run_dir={run.run_dir}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
     except (TrainingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

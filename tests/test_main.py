@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REPO_ROOT
@@ -236,3 +238,42 @@ def test_resume_through_the_cli(tiny_run, tmp_path):
     records = numbers(copy)
     assert records[:7] == numbers(run_dir)
     assert [(r["phase"], r["step"]) for r in records[7:]] == [("adversarial", 3)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_writes_a_checkpoint_and_exits_non_zero(tmp_path, signum):
+
+    run_dir = tmp_path / "run"
+    flags = [f for f in TINY_FLAGS if not f.startswith(("--mle_epochs", "--noprogress"))]
+    process = subprocess.Popen(
+        [sys.executable, "main.py", *flags, "--mle_epochs=100000", f"--run_dir={run_dir}", "--progress"],
+        cwd=REPO_ROOT,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        for line in process.stdout:  # wait until training is under way
+            if line.startswith("MLE epoch 2/") or time.monotonic() > deadline:
+                break
+        sent = time.monotonic()
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=30)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signum
+    assert stopped_after < 20
+    message = [line for line in stderr.splitlines() if line.startswith("interrupted:")]
+    assert len(message) == 1 and "checkpoint written to" in message[0] and "--resume" in message[0]
+    checkpoint = message[0].split("checkpoint written to ")[1].split(";")[0]
+    assert os.path.exists(checkpoint + ".index")
+
+    resumed = run_main(*TINY_FLAGS, f"--run_dir={run_dir}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    phases = {json.loads(line)["phase"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
+    assert phases == {"mle", "discriminator", "adversarial"}

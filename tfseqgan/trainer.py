@@ -23,6 +23,19 @@ class TrainingError(RuntimeError):
     """A run cannot go on (a NaN loss, a run directory in the wrong state)."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); `checkpoint` holds the state.
+
+    The checkpoint keeps the weights reached so far, with the phase counters of
+    the last completed epoch, round or iteration: `--resume` repeats the
+    unfinished one from those weights, so no training is lost.
+    """
+
+    def __init__(self, checkpoint):
+        super().__init__(f"stopped on request; checkpoint written to {checkpoint}")
+        self.checkpoint = checkpoint
+
+
 def _finite(value):
     return bool(np.isfinite(value))
 
@@ -115,6 +128,7 @@ class SeqGANTrainer:
             max_to_keep=run_config.checkpoints_to_keep,
         )
         self._build_steps()
+        self.stop_requested = False
         self.real_data = None
         self.test_data = None
         self.history = []
@@ -276,6 +290,15 @@ class SeqGANTrainer:
     def _save(self):
         return self.checkpoint_manager.save()
 
+    def request_stop(self):
+        """Asks the run to checkpoint and raise TrainingInterrupted after the
+        step in progress (safe to call from a signal handler)."""
+        self.stop_requested = True
+
+    def _stop_if_requested(self):
+        if self.stop_requested:
+            raise TrainingInterrupted(self._save())
+
     def _progress(self, target, title):
         if not self.run_config.progress:
             return None
@@ -290,6 +313,7 @@ class SeqGANTrainer:
         for index, (tokens,) in enumerate(batches):
             loss = float(self.mle_step(tokens))
             self._check(loss, "mle", f"epoch {epoch} batch {index + 1}")
+            self._stop_if_requested()
             total += loss
             if bar:
                 bar.update(index + 1, [("g_loss", loss)])
@@ -324,6 +348,7 @@ class SeqGANTrainer:
                 loss, accuracy = self.discriminator_step(batch_tokens, batch_labels, seeds[index])
                 loss, accuracy = float(loss), float(accuracy)
                 self._check(loss, phase, f"{step} D epoch {epoch + 1} batch {index + 1}")
+                self._stop_if_requested()
                 losses_.append(loss)
                 accuracies.append(accuracy)
                 if bar:
@@ -352,6 +377,7 @@ class SeqGANTrainer:
         loss = float(self.policy_gradient_step(samples, rewards))
         self._check(loss, "adversarial", f"{iteration} (generator)")
         self.update_rollout()
+        self._stop_if_requested()
         return loss, float(tf.reduce_mean(rewards))
 
     def train_adversarial(self):
