@@ -284,3 +284,16 @@ def test_oracle_file_of_the_wrong_size_is_refused(oracle_path, tmp_path):
         SeqGANTrainer(model, oracle_config, train, run, log=lambda *args: None)
     assert str(oracle_path) in str(error.value)
     assert "5000" in str(error.value) and "20" in str(error.value)
+
+
+def test_a_non_finite_loss_leaves_weights_and_optimizer_untouched(tmp_path):
+    trainer = quiet_trainer(tmp_path)
+    bias = trainer.generator.output_layer.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[0]], [np.inf]))
+    before = [v.numpy().copy() for v in trainer.generator.trainable_variables]
+    iterations = int(trainer.mle_optimizer.iterations)
+    loss = trainer.mle_step(tokens_of(8, seed=5))
+    assert not np.isfinite(float(loss))
+    assert int(trainer.mle_optimizer.iterations) == iterations
+    for value, variable in zip(before, trainer.generator.trainable_variables):
+        np.testing.assert_array_equal(variable.numpy(), value)

@@ -40,6 +40,17 @@ def _finite(value):
     return bool(np.isfinite(value))
 
 
+def _apply_if_finite(optimizer, loss, gradients, variables):
+    """Applies the update only when the loss is finite (an explicit tf.cond,
+    not AutoGraph), so a NaN step leaves weights and optimizer state as they were."""
+
+    def apply():
+        optimizer.apply_gradients(zip(gradients, variables))
+        return tf.constant(True)
+
+    return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+
+
 class SeqGANTrainer:
     """Owns the models, optimizers, random state and counters of one run.
 
@@ -145,8 +156,7 @@ class SeqGANTrainer:
                 loss = losses.mle_loss(self.generator, tokens, training=True)
             variables = self.generator.trainable_variables
             gradients = tape.gradient(loss, variables)
-            if tf.math.is_finite(loss):
-                self.mle_optimizer.apply_gradients(zip(gradients, variables))
+            _apply_if_finite(self.mle_optimizer, loss, gradients, variables)
             return loss
 
         @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None], tf.int32), seed_spec])
@@ -157,8 +167,7 @@ class SeqGANTrainer:
                 )
             variables = self.discriminator.trainable_variables
             gradients = tape.gradient(loss, variables)
-            if tf.math.is_finite(loss):
-                self.discriminator_optimizer.apply_gradients(zip(gradients, variables))
+            _apply_if_finite(self.discriminator_optimizer, loss, gradients, variables)
             predictions = tf.argmax(logits, axis=1, output_type=tf.int32)
             accuracy = tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32))
             return loss, accuracy
@@ -169,8 +178,7 @@ class SeqGANTrainer:
                 loss = losses.policy_gradient_loss(self.generator, tokens, rewards, training=True)
             variables = self.generator.trainable_variables
             gradients = tape.gradient(loss, variables)
-            if tf.math.is_finite(loss):
-                self.pg_optimizer.apply_gradients(zip(gradients, variables))
+            _apply_if_finite(self.pg_optimizer, loss, gradients, variables)
             return loss
 
         @tf.function(input_signature=[tokens_spec, seed_spec])
