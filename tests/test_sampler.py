@@ -262,3 +262,14 @@ def test_temperature_scales_the_logits():
     assert total_variation(hot, softmax(logits)) > 0.1
     plain = first_column(1.0)
     assert total_variation(plain, softmax(logits)) < 0.02
+
+
+def test_categorical_sample_never_picks_zero_mass_ids_even_at_u_close_to_one():
+    # Only ids 0 and 7 have mass; the rest (and the padding of the last block)
+    # must never be drawn, whatever the uniforms are.
+    logits = np.full((4096, 9), -np.inf, np.float32)
+    logits[:, 0] = 0.0
+    logits[:, 7] = 3.0
+    for seed in range(5):
+        ids = sampler.categorical_sample(tf.constant(logits), tf.constant([seed, 1], tf.int64), block_size=4).numpy()
+        assert set(np.unique(ids)) <= {0, 7}
