@@ -13,10 +13,10 @@ def output_log_probs(hidden, kernel, bias, targets):
     """log softmax(hidden @ kernel + bias)[row, targets[row]] for each row.
 
     One fused softmax instead of the chain of ops that autodiff of
-    `logits - logsumexp(logits)` builds; the hand-written gradient
-    (target one-hot minus softmax, times the upstream gradient) touches the
-    (rows, vocab) logits three times instead of about a dozen. This is the hot
-    spot of MLE and policy-gradient steps.
+    `logits - logsumexp(logits)` builds, and a hand-written gradient that
+    only reads the saved softmax (two matmuls) instead of writing a
+    (rows, vocab) gradient of the logits. This is the hot spot of MLE and
+    policy-gradient steps.
 
     Args:
         hidden: (rows, hidden) float32.
@@ -34,13 +34,18 @@ def output_log_probs(hidden, kernel, bias, targets):
     log_probs = tf.gather(logits, targets, batch_dims=1) - log_normalizer
 
     def gradient(upstream):  # upstream: (rows,)
-        rows = tf.shape(targets)[0]
-        d_logits = -upstream[:, tf.newaxis] * probs  # (rows, vocab)
-        d_logits = tf.tensor_scatter_nd_add(d_logits, tf.stack([tf.range(rows), targets], axis=1), upstream)
-        d_hidden = tf.matmul(d_logits, kernel, transpose_b=True)
-        d_kernel = tf.matmul(hidden, d_logits, transpose_a=True)
-        d_bias = tf.reduce_sum(d_logits, axis=0)
-        return d_hidden, d_kernel, d_bias, None
+        # d_logits = upstream * (one_hot(targets) - probs) is never formed: its
+        # dense part is read straight from `probs` by two matmuls, its one-hot
+        # part is a sparse scatter of rows x (hidden + 1) values.
+        vocab = tf.shape(probs)[1]
+        weighted = tf.concat([hidden * upstream[:, tf.newaxis], upstream[:, tf.newaxis]], axis=1)  # (rows, hidden + 1)
+        dense = tf.matmul(weighted, probs, transpose_a=True)  # (hidden + 1, vocab)
+        sparse = tf.transpose(tf.math.unsorted_segment_sum(weighted, targets, vocab))  # (hidden + 1, vocab)
+        d_kernel_and_bias = sparse - dense
+        d_hidden = upstream[:, tf.newaxis] * (
+            tf.transpose(tf.gather(kernel, targets, axis=1)) - tf.matmul(probs, kernel, transpose_b=True)
+        )  # (rows, hidden)
+        return d_hidden, d_kernel_and_bias[:-1], d_kernel_and_bias[-1], None
 
     return log_probs, gradient
 
