@@ -147,6 +147,25 @@ def test_discriminator_reward_last_column_is_d_of_full_sequence(policy):
     )
 
 
+def test_completion_reward_fn_gives_the_rewards_of_scoring_each_completion(policy):
+    """The trainer's fast path: the discriminator scores all completions reusing the prefixes' conv outputs."""
+    discriminator = Discriminator(
+        VOCAB, TIME, embedding_dim=6, window_sizes=(1, 2, 3, TIME), num_filters=(4, 4, 4, 3), seed=0
+    )
+    sequences = random_sequences(4, seed=7)
+    plain = rollout.compute_rewards(policy, discriminator.real_probability, sequences, 3, [8, 8]).numpy()
+    fast = rollout.compute_rewards(
+        policy,
+        discriminator.real_probability,
+        sequences,
+        3,
+        [8, 8],
+        completion_reward_fn=discriminator.real_probability_of_completions,
+    ).numpy()
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+    assert np.std(plain[:, :-1]) > 1e-3
+
+
 # ------------------------------------------------------------- G_beta and cloning
 def perturb(generator, seed):
     rng = np.random.default_rng(seed)

@@ -51,6 +51,21 @@ class Highway(keras.layers.Layer):
         return config
 
 
+def _max_over_time(conv, embedded):
+    """Max over window positions of a VALID Conv1D's outputs, (rows, filters).
+
+    An input exactly one window long is a single MatMul, several times faster
+    on CPU than the convolution kernel for so short an input.
+    """
+    width = conv.kernel_size[0]
+    if embedded.shape[1] != width:
+        return tf.reduce_max(conv(embedded), axis=1)
+    kernel = tf.cast(conv.kernel, embedded.dtype)  # (width, embed, filters)
+    flat = tf.reshape(embedded, [-1, width * embedded.shape[2]])  # (rows, width * embed)
+    outputs = tf.matmul(flat, tf.reshape(kernel, [width * embedded.shape[2], conv.filters]))
+    return conv.activation(tf.nn.bias_add(outputs, tf.cast(conv.bias, embedded.dtype)))
+
+
 @keras.saving.register_keras_serializable(package="tfseqgan")
 class Discriminator(keras.Model):
     """Embedding -> per-window VALID conv + ReLU + max over time -> concat ->
@@ -162,6 +177,10 @@ class Discriminator(keras.Model):
         """
         embedded = self.embedding(tokens)  # (batch, time, embed)
         pooled = [tf.reduce_max(conv(embedded), axis=1) for conv in self.convolutions]
+        return self._logits_of_pooled(pooled, training=training, dropout_seed=dropout_seed)
+
+    def _logits_of_pooled(self, pooled, training=False, dropout_seed=None):
+        """Highway, dropout and output layer over the per-window max-pooled features."""
         features = self.highway(tf.concat(pooled, axis=1))  # (batch, sum(filters))
         if training and dropout_seed is not None and self.dropout_rate > 0:
             features = tf.nn.experimental.stateless_dropout(features, self.dropout_rate, seed=dropout_seed)
@@ -176,3 +195,53 @@ class Discriminator(keras.Model):
     def real_probability(self, tokens):
         """P(real | tokens), (batch,), with dropout off: the reward."""
         return tf.nn.softmax(self(tokens, training=False))[:, 1]
+
+    def real_probability_of_completions(self, sequences, completions):
+        """P(real) of every rollout completion, reusing the conv outputs of the prefixes.
+
+        A completion of prefix length t shares tokens 0..t-1 with its sequence,
+        so each window lying inside the prefix has the sequence's conv output
+        there: the max over those windows is a running max over the sequence's
+        conv outputs, computed once for the batch. Only the windows that
+        touch the sampled suffix are convolved per completion, one dense batch
+        per prefix length. Equals `real_probability` of each completion up to
+        float round-off.
+
+        Args:
+            sequences: (batch, time) int tokens.
+            completions: (time - 1, num_rollouts, batch, time) int tokens whose
+                entry [t - 1, n, b] keeps sequences[b, :t]; what follows the
+                prefix is arbitrary (rollout_completions' layout).
+
+        Returns:
+            (time - 1, num_rollouts, batch) float32.
+        """
+        sequences = tf.convert_to_tensor(sequences)
+        completions = tf.convert_to_tensor(completions)
+        time = sequences.shape[1]
+        batch = tf.shape(sequences)[0]
+        num_rollouts = tf.shape(completions)[1]
+        embedded = self.embedding(sequences)  # (batch, time, embed)
+        # running[i][s]: max of conv i's (ReLU) outputs over window starts 0..s, (batch, filters).
+        running = []
+        for conv in self.convolutions:
+            outputs = tf.unstack(conv(embedded), axis=1)  # time - width + 1 of (batch, filters)
+            maxima = [outputs[0]]
+            for output in outputs[1:]:
+                maxima.append(tf.maximum(maxima[-1], output))
+            running.append(maxima)
+        probabilities = []
+        for prefix_length in range(1, time):
+            rows = tf.reshape(completions[prefix_length - 1], [-1, time])  # (num_rollouts * batch, time)
+            first = max(0, prefix_length - max(self.window_sizes) + 1)
+            rows_embedded = self.embedding(rows[:, first:])  # (rows, time - first, embed)
+            pooled = []
+            for width, conv, maxima in zip(self.window_sizes, self.convolutions, running):
+                # Windows starting at or after `start` touch the suffix; earlier ones lie in the prefix.
+                start = max(0, prefix_length - width + 1)
+                suffix = _max_over_time(conv, rows_embedded[:, start - first :])  # (rows, filters)
+                if start > 0:
+                    suffix = tf.maximum(suffix, tf.tile(maxima[start - 1], [num_rollouts, 1]))
+                pooled.append(suffix)
+            probabilities.append(tf.nn.softmax(self._logits_of_pooled(pooled))[:, 1])
+        return tf.reshape(tf.stack(probabilities), [time - 1, num_rollouts, batch])

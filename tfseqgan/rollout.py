@@ -82,7 +82,7 @@ def scores_in_chunks(score_fn, sequences, chunk_size):
     return tf.reshape(scores, [-1])[:rows]
 
 
-def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096):
+def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096, completion_reward_fn=None):
     """Q(y_<t, y_t) for every token: rewards[b, t] belongs to sequences[b, t].
 
     For t < time - 1 it is the mean of reward_fn over `num_rollouts`
@@ -96,6 +96,14 @@ def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chun
         sequences: (batch, time) int32.
         num_rollouts: Monte-Carlo samples per prefix.
         seed: shape-(2,) int seed.
+        score_chunk_size: rows per call of reward_fn.
+        completion_reward_fn: optional faster scorer of all completions at
+            once, (sequences (batch, time), completions (time - 1,
+            num_rollouts, batch, time)) -> (time - 1, num_rollouts, batch),
+            equal to reward_fn of each completion; it may rely on every
+            completion keeping its prefix, e.g. the discriminator's
+            `real_probability_of_completions`. reward_fn still scores the
+            whole sequences.
 
     Returns:
         (batch, time) float32.
@@ -104,8 +112,13 @@ def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chun
     batch = tf.shape(sequences)[0]
     time = sequences.shape[1]
     completions = rollout_completions(policy, sequences, num_rollouts, seed)
-    flat = tf.concat([tf.reshape(completions, [-1, time]), sequences], axis=0)
-    scores = scores_in_chunks(reward_fn, flat, score_chunk_size)
-    rollout_scores = tf.reshape(scores[:-batch], [time - 1, num_rollouts, batch])
+    if completion_reward_fn is None:
+        flat = tf.concat([tf.reshape(completions, [-1, time]), sequences], axis=0)
+        scores = scores_in_chunks(reward_fn, flat, score_chunk_size)
+        rollout_scores = tf.reshape(scores[:-batch], [time - 1, num_rollouts, batch])
+        final_scores = scores[-batch:]
+    else:
+        rollout_scores = tf.reshape(completion_reward_fn(sequences, completions), [time - 1, num_rollouts, batch])
+        final_scores = scores_in_chunks(reward_fn, sequences, score_chunk_size)
     prefix_rewards = tf.transpose(tf.reduce_mean(rollout_scores, axis=1))  # (batch, time - 1)
-    return tf.concat([prefix_rewards, scores[-batch:, tf.newaxis]], axis=1)
+    return tf.concat([prefix_rewards, final_scores[:, tf.newaxis]], axis=1)

@@ -189,6 +189,7 @@ class SeqGANTrainer:
                 tokens,
                 self.train_config.num_rollouts,
                 seed,
+                completion_reward_fn=self.discriminator.real_probability_of_completions,
             )
 
         @tf.function(input_signature=[])
