@@ -26,12 +26,12 @@ def chi_square(frequencies, probabilities, rows):
     return np.sum((frequencies * rows - expected) ** 2 / expected)
 
 
-# Chi-square 99.99th percentiles (6 and 22 degrees of freedom): a correct sampler
+# Chi-square 99.99th percentiles (6, 11 and 22 degrees of freedom): a correct sampler
 # fails the bound with probability 1e-4 for a given seed, and the seeds are fixed.
-CHI2_BOUND = {7: 27.9, 23: 53.0}
+CHI2_BOUND = {7: 27.9, 12: 37.4, 23: 53.0}
 
 
-@pytest.mark.parametrize("vocab, block_size", [(7, None), (23, 5), (23, None), (7, 1), (7, 7)])
+@pytest.mark.parametrize("vocab, block_size", [(7, None), (12, None), (23, 5), (23, None), (7, 1), (7, 7)])
 def test_categorical_sample_matches_softmax(vocab, block_size):
     logits = np.random.default_rng(vocab).normal(scale=1.5, size=vocab).astype(np.float32)
     ids = sampler.categorical_sample(np.tile(logits, (ROWS, 1)), tf.constant([4, 2], tf.int64), block_size)
@@ -45,6 +45,15 @@ def test_categorical_sample_matches_softmax(vocab, block_size):
     assert total_variation(p, wrong) > 0.1
     assert total_variation(frequencies, wrong) > 0.08
     assert chi_square(frequencies, wrong, ROWS) > 10 * CHI2_BOUND[vocab]
+
+
+@pytest.mark.parametrize(
+    "vocab, block_size",
+    [(5000, 100), (10000, 100), (12, 4), (8, 4), (7, 3), (23, 5), (5003, 71), (1, 1), (2, 2)],
+)
+def test_default_block_size_prefers_a_divisor_near_the_square_root(vocab, block_size):
+    """A divisor of the vocabulary avoids padding the probabilities; a prime vocabulary pads."""
+    assert sampler.default_block_size(vocab) == block_size
 
 
 def test_categorical_sample_per_row_logits():

@@ -7,6 +7,30 @@ import math
 import tensorflow as tf
 
 
+def default_block_size(vocab):
+    """Ids per block of `categorical_sample`: about sqrt(vocab).
+
+    The smallest divisor of `vocab` not below sqrt(vocab) (as close in ratio
+    as any divisor) when it is at most 2 sqrt(vocab), so the probabilities
+    reshape into blocks without a padding copy; otherwise ceil(sqrt(vocab))
+    with the last block padded.
+    """
+    smallest = max(1, math.isqrt(vocab - 1) + 1)  # ceil(sqrt(vocab))
+    for size in range(smallest, 2 * smallest + 1):
+        if vocab % size == 0 and size * size <= 4 * vocab:
+            return size
+    return smallest
+
+
+def _last_index_at_most(cdf, target):
+    """Per row, the index of the first entry of the non-decreasing `cdf`
+    (rows, n) above `target` (rows,), but never past the first entry that
+    reaches the row total: the same as target < total always held."""
+    total = cdf[:, -1]
+    target = tf.minimum(target, tf.math.nextafter(total, tf.zeros_like(total)))
+    return tf.searchsorted(cdf, target[:, tf.newaxis], side="right", out_type=tf.int32)[:, 0]
+
+
 def categorical_sample(logits, seed, block_size=None):
     """Draws one id per row from softmax(logits), exactly, by inverse CDF.
 
@@ -18,7 +42,7 @@ def categorical_sample(logits, seed, block_size=None):
     Args:
         logits: (batch, vocab) float32.
         seed: shape-(2,) int seed of the stateless uniforms.
-        block_size: ids per block; None picks ceil(sqrt(vocab)).
+        block_size: ids per block; None picks `default_block_size(vocab)`.
 
     Returns:
         (batch,) int32 ids.
@@ -26,7 +50,7 @@ def categorical_sample(logits, seed, block_size=None):
     logits = tf.convert_to_tensor(logits, tf.float32)
     vocab = logits.shape[-1]
     if block_size is None:
-        block_size = max(1, math.isqrt(vocab - 1) + 1)
+        block_size = default_block_size(vocab)
     num_blocks = -(-vocab // block_size)
     pad = num_blocks * block_size - vocab
     batch = tf.shape(logits)[0]
@@ -36,17 +60,12 @@ def categorical_sample(logits, seed, block_size=None):
     probs = tf.reshape(probs, [batch, num_blocks, block_size])
     uniforms = tf.random.stateless_uniform([batch, 2], seed=seed)  # (batch, 2)
 
+    # If u * total rounds up to total, stop at the last block (id) with mass,
+    # never past it (nor into padding).
     block_cdf = tf.cumsum(tf.reduce_sum(probs, axis=2), axis=1)  # (batch, blocks)
-    target = uniforms[:, :1] * block_cdf[:, -1:]
-    block = tf.reduce_sum(tf.cast(block_cdf <= target, tf.int32), axis=1)
-    # If u * total rounds up to total, stop at the last block with mass, never
-    # past it (nor into padding).
-    block = tf.minimum(block, tf.reduce_sum(tf.cast(block_cdf < block_cdf[:, -1:], tf.int32), axis=1))
-
+    block = _last_index_at_most(block_cdf, uniforms[:, 0] * block_cdf[:, -1])
     inner_cdf = tf.cumsum(tf.gather(probs, block, batch_dims=1), axis=1)  # (batch, block_size)
-    target = uniforms[:, 1:] * inner_cdf[:, -1:]
-    offset = tf.reduce_sum(tf.cast(inner_cdf <= target, tf.int32), axis=1)
-    offset = tf.minimum(offset, tf.reduce_sum(tf.cast(inner_cdf < inner_cdf[:, -1:], tf.int32), axis=1))
+    offset = _last_index_at_most(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
     return block * block_size + offset
 
 
