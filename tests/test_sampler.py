@@ -82,6 +82,14 @@ def test_categorical_sample_never_out_of_range_with_minus_inf(block_size):
     np.testing.assert_array_equal(ids[1::4], 3)
 
 
+@pytest.mark.parametrize("block_size", [None, 1, 4, 11])
+def test_categorical_sample_stays_in_range_with_nan_logits(block_size):
+    """NaN weights must not crash sampling (the trainer reports them afterwards)."""
+    logits = np.full((8, 11), np.nan, np.float32)
+    ids = sampler.categorical_sample(logits, tf.constant([0, 1], tf.int64), block_size).numpy()
+    np.testing.assert_array_equal(ids, 0)
+
+
 def test_categorical_sample_single_possible_id_in_every_position():
     vocab = 11
     logits = np.full((vocab, vocab), -np.inf, np.float32)

@@ -25,10 +25,12 @@ def default_block_size(vocab):
 def _last_index_at_most(cdf, target):
     """Per row, the index of the first entry of the non-decreasing `cdf`
     (rows, n) above `target` (rows,), but never past the first entry that
-    reaches the row total: the same as target < total always held."""
+    reaches the row total: the same as target < total always held. A NaN row
+    (NaN logits) gives 0, as the old count of entries <= target did."""
     total = cdf[:, -1]
     target = tf.minimum(target, tf.math.nextafter(total, tf.zeros_like(total)))
-    return tf.searchsorted(cdf, target[:, tf.newaxis], side="right", out_type=tf.int32)[:, 0]
+    index = tf.searchsorted(cdf, target[:, tf.newaxis], side="right", out_type=tf.int32)[:, 0]
+    return tf.where(index < cdf.shape[1], index, tf.zeros_like(index))
 
 
 def categorical_sample(logits, seed, block_size=None):
