@@ -29,7 +29,7 @@ def update_rollout_weights(rollout, generator, update_rate):
         beta.assign(update_rate * beta + (1.0 - update_rate) * tf.cast(theta, beta.dtype))
 
 
-def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=384):
+def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=1024):
     """Completes every proper prefix of every sequence `num_rollouts` times.
 
     Args:
