@@ -5,6 +5,8 @@ Kim, "Convolutional Neural Networks for Sentence Classification", 2014;
 Srivastava et al., "Highway Networks", 2015.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -197,15 +199,17 @@ class Discriminator(keras.Model):
         return tf.nn.softmax(self(tokens, training=False))[:, 1]
 
     def real_probability_of_completions(self, sequences, completions):
-        """P(real) of every rollout completion, reusing the conv outputs of the prefixes.
+        """P(real) of every rollout completion, reusing the conv work on the prefixes.
 
-        A completion of prefix length t shares tokens 0..t-1 with its sequence,
-        so each window lying inside the prefix has the sequence's conv output
-        there: the max over those windows is a running max over the sequence's
-        conv outputs, computed once for the batch. Only the windows that
-        touch the sampled suffix are convolved per completion, one dense batch
-        per prefix length. Equals `real_probability` of each completion up to
-        float round-off.
+        A completion of prefix length t shares tokens 0..t-1 with its
+        sequence. Windows inside the prefix have the sequence's conv outputs,
+        so their max is a running max over those, computed once for the
+        batch. A window straddling the boundary adds the sequence's partial
+        sum over its prefix taps (also computed once) to a MatMul of its
+        suffix taps only. Only windows inside the suffix are convolved in
+        full. Each prefix length is one dense batch of num_rollouts * batch
+        rows. Equals `real_probability` of each completion up to float
+        round-off.
 
         Args:
             sequences: (batch, time) int tokens.
@@ -222,26 +226,49 @@ class Discriminator(keras.Model):
         batch = tf.shape(sequences)[0]
         num_rollouts = tf.shape(completions)[1]
         embedded = self.embedding(sequences)  # (batch, time, embed)
-        # running[i][s]: max of conv i's (ReLU) outputs over window starts 0..s, (batch, filters).
-        running = []
-        for conv in self.convolutions:
+        embed = embedded.shape[2]
+        running, partial = [], []
+        for width, conv in zip(self.window_sizes, self.convolutions):
+            # running[i][s]: max of conv i's (ReLU) outputs over window starts 0..s, (batch, filters).
             outputs = tf.unstack(conv(embedded), axis=1)  # time - width + 1 of (batch, filters)
             maxima = [outputs[0]]
             for output in outputs[1:]:
                 maxima.append(tf.maximum(maxima[-1], output))
             running.append(maxima)
+            # partial[i][q][:, s]: the window at s summed over its first q taps only (no bias),
+            # (batch, time - width + 1, filters), for q = 1..width - 1.
+            kernel = tf.cast(conv.kernel, embedded.dtype)  # (width, embed, filters)
+            positions = time - width + 1
+            sums, total = [None], None
+            for tap in range(width - 1):
+                term = tf.einsum("bte,ef->btf", embedded[:, tap : tap + positions], kernel[tap])
+                total = term if total is None else total + term
+                sums.append(total)
+            partial.append(sums)
         probabilities = []
         for prefix_length in range(1, time):
             rows = tf.reshape(completions[prefix_length - 1], [-1, time])  # (num_rollouts * batch, time)
             first = max(0, prefix_length - max(self.window_sizes) + 1)
             rows_embedded = self.embedding(rows[:, first:])  # (rows, time - first, embed)
             pooled = []
-            for width, conv, maxima in zip(self.window_sizes, self.convolutions, running):
-                # Windows starting at or after `start` touch the suffix; earlier ones lie in the prefix.
+            for width, conv, maxima, sums in zip(self.window_sizes, self.convolutions, running, partial):
+                kernel = tf.cast(conv.kernel, embedded.dtype)
+                bias = tf.cast(conv.bias, embedded.dtype)
+                # Windows start before `start` inside the prefix, from `start` up to the
+                # prefix length across its end, and from the prefix length on inside the suffix.
                 start = max(0, prefix_length - width + 1)
-                suffix = _max_over_time(conv, rows_embedded[:, start - first :])  # (rows, filters)
+                maxima_here = []
                 if start > 0:
-                    suffix = tf.maximum(suffix, tf.tile(maxima[start - 1], [num_rollouts, 1]))
-                pooled.append(suffix)
+                    maxima_here.append(tf.tile(maxima[start - 1], [num_rollouts, 1]))
+                for window in range(start, min(prefix_length, time - width + 1)):
+                    taps = prefix_length - window  # taps on the prefix, 1..width - 1
+                    suffix = rows_embedded[:, prefix_length - first : window + width - first]
+                    suffix = tf.reshape(suffix, [-1, (width - taps) * embed])  # (rows, suffix taps * embed)
+                    output = tf.matmul(suffix, tf.reshape(kernel[taps:], [(width - taps) * embed, conv.filters]))
+                    output = output + tf.tile(sums[taps][:, window], [num_rollouts, 1]) + bias
+                    maxima_here.append(conv.activation(output))
+                if prefix_length <= time - width:
+                    maxima_here.append(_max_over_time(conv, rows_embedded[:, prefix_length - first :]))
+                pooled.append(functools.reduce(tf.maximum, maxima_here))  # (rows, filters)
             probabilities.append(tf.nn.softmax(self._logits_of_pooled(pooled))[:, 1])
         return tf.reshape(tf.stack(probabilities), [time - 1, num_rollouts, batch])
