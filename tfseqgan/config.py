@@ -71,3 +71,27 @@ class RunConfig:
     checkpoints_to_keep: int = 3
     progress: bool = True
     write_plot: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """A real-text corpus and how it is judged (ignored by the synthetic benchmark).
+
+    `dataset` is `synthetic`, one of the bundled corpora in `data_dir`
+    (`poems`, `coco`), or `text` with explicit `train_file` / `test_file`.
+    BLEU takes `num_bleu_samples` generated sequences against
+    `num_bleu_references` lines of the held-out split (0: all of them).
+    """
+
+    dataset: str = "synthetic"
+    data_dir: str = "data"
+    train_file: str = ""
+    test_file: str = ""
+    tokenizer: str = ""  # empty: the dataset's own (poems: char, coco: word)
+    max_vocab_size: int = 0  # 0: every token seen min_count times
+    min_count: int = 1
+    overlong: str = "skip"
+    num_bleu_samples: int = 1000
+    num_bleu_references: int = 0
+    bleu_max_order: int = 5
+    num_samples_shown: int = 3

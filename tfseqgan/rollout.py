@@ -82,7 +82,7 @@ def scores_in_chunks(score_fn, sequences, chunk_size):
     return tf.reshape(scores, [-1])[:rows]
 
 
-def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096):
+def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096, postprocess=None):
     """Q(y_<t, y_t) for every token: rewards[b, t] belongs to sequences[b, t].
 
     For t < time - 1 it is the mean of reward_fn over `num_rollouts`
@@ -96,6 +96,9 @@ def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chun
         sequences: (batch, time) int32.
         num_rollouts: Monte-Carlo samples per prefix.
         seed: shape-(2,) int seed.
+        postprocess: optional (rows, time) -> (rows, time) applied to the
+            completions before scoring (text: padding after the end token);
+            it must leave the given prefix as it is.
 
     Returns:
         (batch, time) float32.
@@ -103,8 +106,10 @@ def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chun
     sequences = tf.convert_to_tensor(sequences, tf.int32)
     batch = tf.shape(sequences)[0]
     time = sequences.shape[1]
-    completions = rollout_completions(policy, sequences, num_rollouts, seed)
-    flat = tf.concat([tf.reshape(completions, [-1, time]), sequences], axis=0)
+    completions = tf.reshape(rollout_completions(policy, sequences, num_rollouts, seed), [-1, time])
+    if postprocess is not None:
+        completions = postprocess(completions)
+    flat = tf.concat([completions, sequences], axis=0)
     scores = scores_in_chunks(reward_fn, flat, score_chunk_size)
     rollout_scores = tf.reshape(scores[:-batch], [time - 1, num_rollouts, batch])
     prefix_rewards = tf.transpose(tf.reduce_mean(rollout_scores, axis=1))  # (batch, time - 1)
