@@ -112,7 +112,10 @@ _section(
 
 # Optimizers
 flags.DEFINE_integer("batch_size", 64, "Sequences per training step.", lower_bound=1)
-flags.DEFINE_float("generator_learning_rate", 0.01, "Adam learning rate of G (MLE and PG).", lower_bound=0.0)
+flags.DEFINE_float("generator_learning_rate", 0.01, "Adam learning rate of G's MLE steps.", lower_bound=0.0)
+flags.DEFINE_float(
+    "policy_gradient_learning_rate", 0.01, "Adam learning rate of G's policy-gradient steps.", lower_bound=0.0
+)
 flags.DEFINE_float("generator_clip_norm", 5.0, "Global-norm clip of G's gradients; 0 disables.", lower_bound=0.0)
 flags.DEFINE_float("discriminator_learning_rate", 1e-4, "Adam learning rate of D.", lower_bound=0.0)
 flags.DEFINE_float("discriminator_clip_norm", 0.0, "Global-norm clip of D's gradients; 0 disables.", lower_bound=0.0)
@@ -120,6 +123,7 @@ _section(
     "Optimizers",
     "batch_size",
     "generator_learning_rate",
+    "policy_gradient_learning_rate",
     "generator_clip_norm",
     "discriminator_learning_rate",
     "discriminator_clip_norm",

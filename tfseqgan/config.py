@@ -40,7 +40,8 @@ class TrainConfig:
     """Schedule and optimizers of the three phases. Every count may be 0."""
 
     batch_size: int = 64
-    generator_learning_rate: float = 0.01
+    generator_learning_rate: float = 0.01  # MLE
+    policy_gradient_learning_rate: float = 0.01  # the paper's code uses one rate for MLE and PG
     generator_clip_norm: float = 5.0
     discriminator_learning_rate: float = 1e-4
     discriminator_clip_norm: float = 0.0  # 0: no clipping (the paper's D)

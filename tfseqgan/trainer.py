@@ -138,7 +138,7 @@ class SeqGANTrainer:
         )
         clip = t.generator_clip_norm or None
         self.mle_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
-        self.pg_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
+        self.pg_optimizer = keras.optimizers.Adam(t.policy_gradient_learning_rate, global_clipnorm=clip)
         self.discriminator_optimizer = keras.optimizers.Adam(
             t.discriminator_learning_rate, global_clipnorm=t.discriminator_clip_norm or None
         )
@@ -539,6 +539,11 @@ class SeqGANTrainer:
             )
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+            # The learning rates are optimizer variables, so the checkpoint brought
+            # back the old ones: the flags of this run win.
+            self.mle_optimizer.learning_rate.assign(self.train_config.generator_learning_rate)
+            self.pg_optimizer.learning_rate.assign(self.train_config.policy_gradient_learning_rate)
+            self.discriminator_optimizer.learning_rate.assign(self.train_config.discriminator_learning_rate)
             self.log(
                 f"resumed from {latest}: MLE epoch {int(self.mle_epoch)}, D round {int(self.discriminator_round)}, "
                 f"adversarial iteration {int(self.adversarial_iteration)}"
