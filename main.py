@@ -1,5 +1,6 @@
 """Trains SeqGAN. With no flags: the quick synthetic benchmark on a seeded
-random oracle. See flags/*.cfg and README.md."""
+random oracle; `--dataset=poems|coco|text` trains on real text instead.
+See flags/*.cfg and README.md."""
 
 import os
 import signal
@@ -27,7 +28,7 @@ flags.DEFINE_string("run_dir", "runs/synthetic_quick", "Directory for checkpoint
 flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its newest checkpoint.")
 flags.DEFINE_integer("seed", 0, "Seed of every random draw of the run.", lower_bound=0)
 flags.DEFINE_bool("progress", True, "Show progress bars and per-iteration lines.")
-flags.DEFINE_bool("plot", True, "Write nll_oracle.png into the run directory at the end.")
+flags.DEFINE_bool("plot", True, "Write nll_oracle.png (text: bleu.png) into the run directory at the end.")
 flags.DEFINE_integer("checkpoints_to_keep", 3, "Checkpoints kept in run_dir/checkpoints.", lower_bound=1)
 _section("Run", "run_dir", "seed", "progress", "plot", "checkpoints_to_keep")
 
@@ -38,10 +39,52 @@ flags.DEFINE_integer("num_real_samples", 9984, "Training sequences sampled from 
 flags.DEFINE_integer("num_test_samples", 9984, "Held-out oracle sequences for NLL-test.", lower_bound=1)
 _section("Oracle", "oracle_weights", "oracle_seed", "num_real_samples", "num_test_samples")
 
+# Text
+flags.DEFINE_enum(
+    "dataset",
+    "synthetic",
+    ["synthetic", "poems", "coco", "text"],
+    "synthetic: the oracle benchmark; poems / coco: the corpus in --data_dir; text: --train_file and --test_file.",
+)
+flags.DEFINE_string("data_dir", "data", "Folder with poems/ and coco/ (python -m tfseqgan.datasets fetch makes it).")
+flags.DEFINE_string("train_file", "", "--dataset=text: training sentences, one a line (UTF-8).")
+flags.DEFINE_string("test_file", "", "--dataset=text: held-out sentences (BLEU references, NLL-test).")
+flags.DEFINE_enum(
+    "tokenizer", "auto", ["auto", "char", "word"], "auto: poems char, coco and text word; char: Unicode characters."
+)
+flags.DEFINE_integer(
+    "max_vocab_size", 0, "At most this many ids, 4 reserved ones included; 0: no limit.", lower_bound=0
+)
+flags.DEFINE_integer("min_count", 1, "Tokens seen fewer times in training become <unk>.", lower_bound=1)
+flags.DEFINE_enum(
+    "overlong", "skip", ["skip", "truncate"], "Lines with more than --sequence_length tokens: drop or cut them."
+)
+flags.DEFINE_integer("num_bleu_samples", 1000, "Generated sequences scored by BLEU and Self-BLEU.", lower_bound=2)
+flags.DEFINE_integer("num_bleu_references", 0, "Held-out lines used as BLEU references; 0: all.", lower_bound=0)
+flags.DEFINE_integer("bleu_max_order", 5, "BLEU-2 .. BLEU-n are reported.", lower_bound=2, upper_bound=9)
+flags.DEFINE_integer("num_samples_shown", 3, "Decoded samples printed at each evaluation.", lower_bound=0)
+_section(
+    "Text",
+    "dataset",
+    "data_dir",
+    "train_file",
+    "test_file",
+    "tokenizer",
+    "max_vocab_size",
+    "min_count",
+    "overlong",
+    "num_bleu_samples",
+    "num_bleu_references",
+    "bleu_max_order",
+    "num_samples_shown",
+)
+
 # Model
-flags.DEFINE_integer("vocabulary_size", 5000, "Number of token ids.", lower_bound=2)
+flags.DEFINE_integer(
+    "vocabulary_size", 5000, "Number of token ids (synthetic; text takes its vocabulary's).", lower_bound=2
+)
 flags.DEFINE_integer("sequence_length", 20, "Tokens per sequence.", lower_bound=1)
-flags.DEFINE_integer("start_token", 0, "Id fed at position 0 (an ordinary id).", lower_bound=0)
+flags.DEFINE_integer("start_token", 0, "Id fed at position 0 (synthetic: an ordinary id; text: <s>).", lower_bound=0)
 flags.DEFINE_integer("generator_embedding_dim", 32, "Generator embedding size.", lower_bound=1)
 flags.DEFINE_integer("generator_hidden_dim", 32, "Generator LSTM size.", lower_bound=1)
 flags.DEFINE_float("generator_init_stddev", 0.1, "Std of the generator's N(0, s) initializers.", lower_bound=0.0)
@@ -69,7 +112,10 @@ _section(
 
 # Optimizers
 flags.DEFINE_integer("batch_size", 64, "Sequences per training step.", lower_bound=1)
-flags.DEFINE_float("generator_learning_rate", 0.01, "Adam learning rate of G (MLE and PG).", lower_bound=0.0)
+flags.DEFINE_float("generator_learning_rate", 0.01, "Adam learning rate of G's MLE steps.", lower_bound=0.0)
+flags.DEFINE_float(
+    "policy_gradient_learning_rate", 0.01, "Adam learning rate of G's policy-gradient steps.", lower_bound=0.0
+)
 flags.DEFINE_float("generator_clip_norm", 5.0, "Global-norm clip of G's gradients; 0 disables.", lower_bound=0.0)
 flags.DEFINE_float("discriminator_learning_rate", 1e-4, "Adam learning rate of D.", lower_bound=0.0)
 flags.DEFINE_float("discriminator_clip_norm", 0.0, "Global-norm clip of D's gradients; 0 disables.", lower_bound=0.0)
@@ -77,6 +123,7 @@ _section(
     "Optimizers",
     "batch_size",
     "generator_learning_rate",
+    "policy_gradient_learning_rate",
     "generator_clip_norm",
     "discriminator_learning_rate",
     "discriminator_clip_norm",
@@ -158,12 +205,19 @@ def build_configs():
         raise FlagError(f"--window_sizes has {len(windows)} values but --num_filters has {len(filters)}")
     if max(windows) > FLAGS.sequence_length:
         raise FlagError(f"--window_sizes: {max(windows)} exceeds --sequence_length={FLAGS.sequence_length}")
-    if FLAGS.start_token >= FLAGS.vocabulary_size:
+    text_run = FLAGS.dataset != "synthetic"
+    if not text_run and FLAGS.start_token >= FLAGS.vocabulary_size:
         raise FlagError(f"--start_token={FLAGS.start_token} must be < --vocabulary_size={FLAGS.vocabulary_size}")
-    for name in ("num_real_samples", "discriminator_negatives", "adversarial_discriminator_negatives"):
+    for name in ("discriminator_negatives", "adversarial_discriminator_negatives") + (
+        () if text_run else ("num_real_samples",)
+    ):
         if FLAGS[name].value < FLAGS.batch_size:
             raise FlagError(f"--{name}={FLAGS[name].value} is smaller than one batch (--batch_size={FLAGS.batch_size})")
-    if FLAGS.oracle_weights and not os.path.isfile(FLAGS.oracle_weights):
+    if FLAGS.dataset == "text" and not (FLAGS.train_file and FLAGS.test_file):
+        raise FlagError("--dataset=text needs --train_file and --test_file")
+    if FLAGS.dataset != "text" and (FLAGS.train_file or FLAGS.test_file):
+        raise FlagError(f"--train_file and --test_file need --dataset=text, not --dataset={FLAGS.dataset}")
+    if not text_run and FLAGS.oracle_weights and not os.path.isfile(FLAGS.oracle_weights):
         raise FlagError(f"--oracle_weights: {FLAGS.oracle_weights}: no such file")
     model = config_lib.ModelConfig(
         vocabulary_size=FLAGS.vocabulary_size,
@@ -192,6 +246,20 @@ def build_configs():
         },
         seed=FLAGS.seed,
     )
+    text = config_lib.TextConfig(
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        train_file=FLAGS.train_file,
+        test_file=FLAGS.test_file,
+        tokenizer="" if FLAGS.tokenizer == "auto" else FLAGS.tokenizer,
+        max_vocab_size=FLAGS.max_vocab_size,
+        min_count=FLAGS.min_count,
+        overlong=FLAGS.overlong,
+        num_bleu_samples=FLAGS.num_bleu_samples,
+        num_bleu_references=FLAGS.num_bleu_references,
+        bleu_max_order=FLAGS.bleu_max_order,
+        num_samples_shown=FLAGS.num_samples_shown,
+    )
     run = config_lib.RunConfig(
         run_dir=FLAGS.run_dir,
         resume=FLAGS.resume,
@@ -199,7 +267,38 @@ def build_configs():
         progress=FLAGS.progress,
         write_plot=FLAGS.plot,
     )
-    return model, oracle, train, run
+    return model, oracle, train, run, text
+
+
+def load_corpus(text_config, model, train, run):
+    """The corpus of a text run (raises text.CorpusError), and the model
+    config with the vocabulary's size and <s> as the start token. A resumed
+    run keeps the vocabulary saved in its run directory."""
+    from tfseqgan import text
+
+    c = text_config
+    if c.dataset == "text":
+        train_path, test_path = c.train_file, c.test_file
+        tokenizer = c.tokenizer or "word"
+    else:
+        train_path, test_path = text.dataset_paths(c.data_dir, c.dataset)
+        tokenizer = c.tokenizer or text.DATASETS[c.dataset]["tokenizer"]
+    saved = os.path.join(run.run_dir, text.VOCABULARY_FILE)
+    vocabulary = text.Vocabulary.load(saved) if run.resume and os.path.isfile(saved) else None
+    corpus = text.load_corpus(
+        train_path,
+        test_path,
+        tokenizer,
+        model.sequence_length,
+        train.batch_size,
+        max_vocab_size=c.max_vocab_size,
+        min_count=c.min_count,
+        overlong=c.overlong,
+        name=c.dataset,
+        vocabulary=vocabulary,
+    )
+    model = config_lib.dataclasses.replace(model, vocabulary_size=len(corpus.vocabulary), start_token=text.START_ID)
+    return corpus, model
 
 
 def resolved_flags_text():
@@ -225,20 +324,27 @@ def main(argv):
         return 2
     logging.set_verbosity(logging.WARNING)
     try:
-        model, oracle, train, run = build_configs()
+        model, oracle, train, run, text_config = build_configs()
     except FlagError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
     from tfseqgan import report
+    from tfseqgan.text import VOCABULARY_FILE, CorpusError
     from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
 
+    corpus = None
     try:
-        trainer = SeqGANTrainer(model, oracle, train, run)
-        os.makedirs(run.run_dir, exist_ok=True)
+        if text_config.dataset != "synthetic":
+            corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
+            print(corpus.summary())
+        trainer = SeqGANTrainer(model, oracle, train, run, corpus=corpus, text_config=text_config)
         if trainer.checkpoint_manager.latest_checkpoint and not run.resume:
             trainer.restore_or_start()  # raises the one-line refusal
+        os.makedirs(run.run_dir, exist_ok=True)
         write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
+        if corpus is not None:
+            corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
         received = []
 
         def stop(signum, frame):
@@ -251,14 +357,15 @@ def main(argv):
     except TrainingInterrupted as interrupted:
         print(f"interrupted: {interrupted}; continue with --resume --run_dir={run.run_dir}", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
-    except (TrainingError, ValueError) as error:
+    except (CorpusError, TrainingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    table = report.format_table(history)
+    real = trainer.real_text_record
+    table = report.format_table(history, real)
     print("\n" + table)
     write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
     if run.write_plot and history:
-        path = report.write_plot(history, os.path.join(run.run_dir, "nll_oracle.png"))
+        path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
         print(f"plot: {path}")
     print(f"run directory: {run.run_dir}")
     return 0

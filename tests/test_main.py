@@ -216,7 +216,8 @@ def test_build_configs_rejects(parsed_flags, args, needle):
 
 def test_build_configs_maps_flags_to_configs(parsed_flags, tmp_path):
     main = parsed_flags(*TINY_FLAGS, f"--run_dir={tmp_path}", "--seed=5", "--noplot")
-    model, oracle_config, train, run = main.build_configs()
+    model, oracle_config, train, run, text_config = main.build_configs()
+    assert text_config.dataset == "synthetic"
     assert model.window_sizes == (1, 2, 3) and model.num_filters == (4, 4, 4)
     assert (model.vocabulary_size, model.sequence_length) == (20, 6)
     assert (oracle_config.num_real_samples, oracle_config.num_test_samples) == (128, 64)

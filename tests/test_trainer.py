@@ -179,6 +179,22 @@ def test_resume_restores_every_variable(finished_run):
     assert after["mle_epoch"] == 2 and after["discriminator_round"] == 1 and after["adversarial_iteration"] == 2
 
 
+def test_resume_takes_the_learning_rates_of_the_new_flags(finished_run):
+    # Keras keeps the learning rate in an optimizer variable, which the checkpoint restores.
+    _, run_dir, _ = finished_run
+    resumed = quiet_trainer(
+        run_dir,
+        resume=True,
+        generator_learning_rate=0.02,
+        policy_gradient_learning_rate=0.003,
+        discriminator_learning_rate=0.0005,
+    )
+    resumed.restore_or_start()
+    assert float(resumed.mle_optimizer.learning_rate) == pytest.approx(0.02)
+    assert float(resumed.pg_optimizer.learning_rate) == pytest.approx(0.003)
+    assert float(resumed.discriminator_optimizer.learning_rate) == pytest.approx(0.0005)
+
+
 def test_discriminator_dropout_is_driven_by_the_checkpointed_rng(finished_run):
     # Dropout masks come from seeds drawn from trainer.rng (which the checkpoint
     # holds), never from an untracked Keras SeedGenerator state.

@@ -40,7 +40,8 @@ class TrainConfig:
     """Schedule and optimizers of the three phases. Every count may be 0."""
 
     batch_size: int = 64
-    generator_learning_rate: float = 0.01
+    generator_learning_rate: float = 0.01  # MLE
+    policy_gradient_learning_rate: float = 0.01  # the paper's code uses one rate for MLE and PG
     generator_clip_norm: float = 5.0
     discriminator_learning_rate: float = 1e-4
     discriminator_clip_norm: float = 0.0  # 0: no clipping (the paper's D)
@@ -71,3 +72,27 @@ class RunConfig:
     checkpoints_to_keep: int = 3
     progress: bool = True
     write_plot: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """A real-text corpus and how it is judged (ignored by the synthetic benchmark).
+
+    `dataset` is `synthetic`, one of the bundled corpora in `data_dir`
+    (`poems`, `coco`), or `text` with explicit `train_file` / `test_file`.
+    BLEU takes `num_bleu_samples` generated sequences against
+    `num_bleu_references` lines of the held-out split (0: all of them).
+    """
+
+    dataset: str = "synthetic"
+    data_dir: str = "data"
+    train_file: str = ""
+    test_file: str = ""
+    tokenizer: str = ""  # empty: the dataset's own (poems: char, coco: word)
+    max_vocab_size: int = 0  # 0: every token seen min_count times
+    min_count: int = 1
+    overlong: str = "skip"
+    num_bleu_samples: int = 1000
+    num_bleu_references: int = 0
+    bleu_max_order: int = 5
+    num_samples_shown: int = 3

@@ -68,6 +68,9 @@ class Generator(keras.Model):
         init_stddev: standard deviation of the N(0, s) initializer of every
             weight and bias, as in the paper's code.
         seed: seed of the initializers.
+        banned_tokens: ids the model never emits (text corpora ban <pad> and
+            <s>): their logits get -1e9 added, so sampling never draws them
+            and their probabilities are 0 in every log-probability.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Generator(keras.Model):
         start_token=0,
         init_stddev=0.1,
         seed=None,
+        banned_tokens=(),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -89,6 +93,11 @@ class Generator(keras.Model):
         self.start_token = start_token
         self.init_stddev = init_stddev
         self.seed = seed
+        self.banned_tokens = tuple(int(token) for token in banned_tokens)
+        mask = [0.0] * vocabulary_size
+        for token in self.banned_tokens:
+            mask[token] = -1e9
+        self._logit_mask = tf.constant(mask, tf.float32) if self.banned_tokens else None
 
         def init(offset):
             s = None if seed is None else seed + offset
@@ -123,6 +132,7 @@ class Generator(keras.Model):
             start_token=self.start_token,
             init_stddev=self.init_stddev,
             seed=self.seed,
+            banned_tokens=list(self.banned_tokens),
         )
         return config
 
@@ -145,10 +155,17 @@ class Generator(keras.Model):
         hidden, (hidden, cell) = self.cell(inputs, [state[0], state[1]], training=training)
         return self.logits(hidden), (hidden, cell)
 
+    def output_bias(self):
+        """The output layer's bias, with the banned tokens' mask added."""
+        bias = tf.convert_to_tensor(self.output_layer.bias)
+        if self._logit_mask is not None:
+            bias = bias + tf.cast(self._logit_mask, bias.dtype)
+        return bias
+
     def logits(self, hidden):
         """Output layer as MatMul + BiasAdd (fused into one kernel on CPU)."""
         kernel = tf.cast(self.output_layer.kernel, hidden.dtype)
-        bias = tf.cast(self.output_layer.bias, hidden.dtype)
+        bias = tf.cast(self.output_bias(), hidden.dtype)
         flat = tf.reshape(hidden, [-1, hidden.shape[-1]])  # (rows, hidden): one 2-D MatMul
         logits = tf.cast(tf.nn.bias_add(tf.matmul(flat, kernel), bias), tf.float32)
         return tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], [self.vocabulary_size]], axis=0))
@@ -204,7 +221,7 @@ class Generator(keras.Model):
         log_probs = output_log_probs(
             tf.cast(flat_hidden, tf.float32),
             tf.cast(tf.convert_to_tensor(self.output_layer.kernel), tf.float32),
-            tf.cast(tf.convert_to_tensor(self.output_layer.bias), tf.float32),
+            tf.cast(self.output_bias(), tf.float32),
             tf.reshape(tf.cast(tokens, tf.int32), [-1]),
         )
         return tf.reshape(log_probs, tf.shape(tokens))

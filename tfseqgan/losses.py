@@ -3,20 +3,29 @@
 import tensorflow as tf
 
 
-def mle_loss(generator, tokens, training=True):
-    """Mean per-token negative log-likelihood of `tokens` under `generator`."""
-    return -tf.reduce_mean(generator.token_log_probs(tokens, training=training))
+def masked_mean(values, mask=None):
+    """Mean of `values` over the positions where `mask` is 1 (all when None)."""
+    if mask is None:
+        return tf.reduce_mean(values)
+    mask = tf.cast(mask, values.dtype)
+    return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-def policy_gradient_loss(generator, tokens, rewards, training=True):
-    """REINFORCE: -mean_{b,t} log G(y_t | y_<t) * Q_t.
+def mle_loss(generator, tokens, training=True, mask=None):
+    """Mean per-token negative log-likelihood of `tokens` under `generator`,
+    over the positions where `mask` (batch, time) is 1 (text: up to the end token)."""
+    return -masked_mean(generator.token_log_probs(tokens, training=training), mask)
+
+
+def policy_gradient_loss(generator, tokens, rewards, training=True, mask=None):
+    """REINFORCE: -mean_{b,t} log G(y_t | y_<t) * Q_t, over unmasked positions.
 
     The paper's code sums over batch and time; a mean over both keeps the
     gradient on the same scale as the MLE loss, so one clip norm serves both
     (Adam is insensitive to the constant factor otherwise).
     """
     log_probs = generator.token_log_probs(tokens, training=training)  # (batch, time)
-    return -tf.reduce_mean(log_probs * tf.stop_gradient(rewards))
+    return -masked_mean(log_probs * tf.stop_gradient(rewards), mask)
 
 
 def discriminator_loss(discriminator, tokens, labels, training=True, dropout_seed=None):

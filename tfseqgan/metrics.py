@@ -15,20 +15,27 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 )
 
 
-def mean_token_nll(model, tokens, chunk_size=512):
+def mean_token_nll(model, tokens, chunk_size=512, end_token=None):
     """Mean per-token NLL (nats) of `tokens` (rows, time) under `model`, in
-    chunks so the (rows, time, vocab) logits never exist at once."""
-    total = 0.0
+    chunks so the (rows, time, vocab) logits never exist at once. With
+    `end_token`, positions after a sequence's first end token (its padding)
+    are left out."""
+    total = count = 0.0
     rows = int(tokens.shape[0])
     for begin in range(0, rows, chunk_size):
         chunk = tokens[begin : begin + chunk_size]
-        total += float(_negative_log_likelihood_sum(model, chunk))
-    return total / (rows * int(tokens.shape[1]))
+        chunk_total, chunk_count = _negative_log_likelihood_sum(model, chunk, -1 if end_token is None else end_token)
+        total += float(chunk_total)
+        count += float(chunk_count)
+    return total / max(count, 1.0)
 
 
 @tf.function(reduce_retracing=True)
-def _negative_log_likelihood_sum(model, tokens):
-    return -tf.reduce_sum(model.token_log_probs(tokens, training=False))
+def _negative_log_likelihood_sum(model, tokens, end_token):
+    log_probs = model.token_log_probs(tokens, training=False)  # (rows, time)
+    ended_before = tf.cumsum(tf.cast(tf.equal(tokens, end_token), tf.float32), axis=1, exclusive=True) > 0
+    mask = 1.0 - tf.cast(ended_before, tf.float32)
+    return -tf.reduce_sum(log_probs * mask), tf.reduce_sum(mask)
 
 
 class MetricsWriter:

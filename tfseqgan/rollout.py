@@ -82,7 +82,9 @@ def scores_in_chunks(score_fn, sequences, chunk_size):
     return tf.reshape(scores, [-1])[:rows]
 
 
-def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096, completion_reward_fn=None):
+def compute_rewards(
+    policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096, completion_reward_fn=None, postprocess=None
+):
     """Q(y_<t, y_t) for every token: rewards[b, t] belongs to sequences[b, t].
 
     For t < time - 1 it is the mean of reward_fn over `num_rollouts`
@@ -104,6 +106,9 @@ def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chun
             completion keeping its prefix, e.g. the discriminator's
             `real_probability_of_completions`. reward_fn still scores the
             whole sequences.
+        postprocess: optional (rows, time) -> (rows, time) applied to the
+            completions before scoring (text: padding after the end token);
+            it must leave the given prefix as it is.
 
     Returns:
         (batch, time) float32.
@@ -111,7 +116,9 @@ def compute_rewards(policy, reward_fn, sequences, num_rollouts, seed, score_chun
     sequences = tf.convert_to_tensor(sequences, tf.int32)
     batch = tf.shape(sequences)[0]
     time = sequences.shape[1]
-    completions = rollout_completions(policy, sequences, num_rollouts, seed)
+    completions = rollout_completions(policy, sequences, num_rollouts, seed)  # (time - 1, rollouts, batch, time)
+    if postprocess is not None:
+        completions = tf.reshape(postprocess(tf.reshape(completions, [-1, time])), [time - 1, num_rollouts, -1, time])
     if completion_reward_fn is None:
         flat = tf.concat([tf.reshape(completions, [-1, time]), sequences], axis=0)
         scores = scores_in_chunks(reward_fn, flat, score_chunk_size)

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseqgan import losses, metrics, oracle, rollout, sampler
+from tfseqgan import bleu, losses, metrics, oracle, rollout, sampler, text
+from tfseqgan.config import TextConfig
 from tfseqgan.discriminator import Discriminator
 from tfseqgan.generator import Generator
 
@@ -60,17 +61,52 @@ class SeqGANTrainer:
         train_config: `config.TrainConfig`.
         run_config: `config.RunConfig`.
         log: a print-like function for progress lines.
+        corpus: a `text.Corpus` to train on instead of the synthetic oracle;
+            model_config.vocabulary_size must be its vocabulary's size.
+        text_config: `config.TextConfig`, how a corpus run is evaluated.
     """
 
-    def __init__(self, model_config, oracle_config, train_config, run_config, log=print):
+    def __init__(self, model_config, oracle_config, train_config, run_config, log=print, corpus=None, text_config=None):
         self.model_config = model_config
         self.oracle_config = oracle_config
         self.train_config = train_config
         self.run_config = run_config
         self.log = log
+        self.corpus = corpus
+        self.text_config = text_config or TextConfig()
         keras.utils.set_random_seed(train_config.seed)
         m, t = model_config, train_config
 
+        if corpus is not None:
+            if m.vocabulary_size != len(corpus.vocabulary) or m.sequence_length != corpus.sequence_length:
+                raise ValueError(
+                    f"the corpus has {len(corpus.vocabulary)} ids and length {corpus.sequence_length}, but the model "
+                    f"config asks for {m.vocabulary_size} and {m.sequence_length}"
+                )
+            if m.start_token != text.START_ID:
+                raise ValueError(f"text runs start every sequence with {text.START} (id {text.START_ID})")
+            self.end_token = text.END_ID
+            banned = (text.PAD_ID, text.START_ID)
+            self.oracle = None
+        else:
+            self.end_token = None
+            banned = ()
+            self.oracle = self._build_oracle()
+        self.generator = Generator(
+            m.vocabulary_size,
+            m.sequence_length,
+            embedding_dim=m.generator_embedding_dim,
+            hidden_dim=m.generator_hidden_dim,
+            start_token=m.start_token,
+            init_stddev=m.generator_init_stddev,
+            seed=t.seed,
+            banned_tokens=banned,
+            name="generator",
+        )
+        self._build_rest()
+
+    def _build_oracle(self):
+        m, oracle_config = self.model_config, self.oracle_config
         if oracle_config.weights_path:
             arrays = oracle.load_oracle_arrays(oracle_config.weights_path)
             shape = arrays["embedding"].shape + (arrays["Wo"].shape[0],)
@@ -84,17 +120,10 @@ class SeqGANTrainer:
             arrays = oracle.random_oracle_arrays(
                 m.vocabulary_size, m.generator_embedding_dim, m.generator_hidden_dim, oracle_config.seed
             )
-        self.oracle = oracle.build_oracle(arrays, m.sequence_length, m.start_token)
-        self.generator = Generator(
-            m.vocabulary_size,
-            m.sequence_length,
-            embedding_dim=m.generator_embedding_dim,
-            hidden_dim=m.generator_hidden_dim,
-            start_token=m.start_token,
-            init_stddev=m.generator_init_stddev,
-            seed=t.seed,
-            name="generator",
-        )
+        return oracle.build_oracle(arrays, m.sequence_length, m.start_token)
+
+    def _build_rest(self):
+        m, t, run_config = self.model_config, self.train_config, self.run_config
         self.rollout_policy = rollout.clone_generator(self.generator)
         self.discriminator = Discriminator(
             m.vocabulary_size,
@@ -109,7 +138,7 @@ class SeqGANTrainer:
         )
         clip = t.generator_clip_norm or None
         self.mle_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
-        self.pg_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
+        self.pg_optimizer = keras.optimizers.Adam(t.policy_gradient_learning_rate, global_clipnorm=clip)
         self.discriminator_optimizer = keras.optimizers.Adam(
             t.discriminator_learning_rate, global_clipnorm=t.discriminator_clip_norm or None
         )
@@ -143,6 +172,15 @@ class SeqGANTrainer:
         self.real_data = None
         self.test_data = None
         self.history = []
+        self.real_text_record = None
+
+    def _mask(self, tokens):
+        """Positions that count in losses: all, or (text) up to the end token."""
+        return None if self.end_token is None else text.valid_mask(tokens, self.end_token)
+
+    def _postprocess(self, tokens):
+        """Generated ids in the padded form of the real data (text: padding after the end token)."""
+        return tokens if self.end_token is None else text.pad_after_end(tokens, self.end_token)
 
     # ----------------------------------------------------------------- steps
     def _build_steps(self):
@@ -153,7 +191,7 @@ class SeqGANTrainer:
         @tf.function(input_signature=[tokens_spec])
         def mle_step(tokens):
             with tf.GradientTape() as tape:
-                loss = losses.mle_loss(self.generator, tokens, training=True)
+                loss = losses.mle_loss(self.generator, tokens, training=True, mask=self._mask(tokens))
             variables = self.generator.trainable_variables
             gradients = tape.gradient(loss, variables)
             _apply_if_finite(self.mle_optimizer, loss, gradients, variables)
@@ -175,7 +213,9 @@ class SeqGANTrainer:
         @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None, length], tf.float32)])
         def policy_gradient_step(tokens, rewards):
             with tf.GradientTape() as tape:
-                loss = losses.policy_gradient_loss(self.generator, tokens, rewards, training=True)
+                loss = losses.policy_gradient_loss(
+                    self.generator, tokens, rewards, training=True, mask=self._mask(tokens)
+                )
             variables = self.generator.trainable_variables
             gradients = tape.gradient(loss, variables)
             _apply_if_finite(self.pg_optimizer, loss, gradients, variables)
@@ -190,6 +230,7 @@ class SeqGANTrainer:
                 self.train_config.num_rollouts,
                 seed,
                 completion_reward_fn=self.discriminator.real_probability_of_completions,
+                postprocess=None if self.end_token is None else self._postprocess,
             )
 
         @tf.function(input_signature=[])
@@ -199,7 +240,7 @@ class SeqGANTrainer:
         def sampler_for(model):
             @tf.function(input_signature=[tf.TensorSpec([], tf.int32), seed_spec])
             def generate(num_samples, seed):
-                return sampler.sample_free(model, num_samples, seed)
+                return self._postprocess(sampler.sample_free(model, num_samples, seed))
 
             return generate
 
@@ -213,7 +254,7 @@ class SeqGANTrainer:
         self.rewards = rewards
         self.update_rollout = update_rollout
         self.generate = sampler_for(self.generator)
-        self.generate_oracle = sampler_for(self.oracle)
+        self.generate_oracle = None if self.oracle is None else sampler_for(self.oracle)
         self.real_probability = real_probability
 
     def next_seed(self):
@@ -226,12 +267,54 @@ class SeqGANTrainer:
         return fn(tf.constant(num_samples, tf.int32), seed)
 
     # ------------------------------------------------------------------ data
-    def make_oracle_data(self):
-        """Real (training) and held-out (test) sets sampled from the oracle
-        with seeds of their own, so they are disjoint draws."""
+    def make_data(self):
+        """Real (training) and held-out (test) sets: the corpus splits, or
+        oracle samples drawn with seeds of their own (disjoint draws)."""
+        if self.corpus is not None:
+            self.real_data, self.test_data = self.corpus.train_ids, self.corpus.test_ids
+            self._prepare_text_evaluation()
+            return
         o = self.oracle_config
         self.real_data = self.sample(o.num_real_samples, seed=[o.seed, 1], model="oracle")
         self.test_data = self.sample(o.num_test_samples, seed=[o.seed, 2], model="oracle")
+
+    def _prepare_text_evaluation(self):
+        """BLEU references (a seeded subset of the held-out split when asked)
+        and the real-data ceiling: training lines that are not references,
+        scored like generated text."""
+        c, corpus = self.text_config, self.corpus
+        picker = np.random.default_rng([self.train_config.seed, 11])
+        references = corpus.test_tokens
+        if c.num_bleu_references and c.num_bleu_references < len(references):
+            chosen = np.sort(picker.choice(len(references), c.num_bleu_references, replace=False))
+            references = [references[i] for i in chosen]
+        self.bleu_references = bleu.Reference(references, c.bleu_max_order)
+        excluded = {tuple(r) for r in references}
+        candidates = [tokens for tokens in corpus.train_tokens if tuple(tokens) not in excluded]
+        count = min(c.num_bleu_samples, len(candidates))
+        if count < 2:
+            self.log("real data: fewer than 2 training lines outside the references; no ceiling to report")
+            return
+        real = [candidates[i] for i in np.sort(picker.choice(len(candidates), count, replace=False))]
+        self.real_text_record = {"phase": "real", "step": 0, **self._text_scores(real)}
+        self.log(
+            f"real data ({count} training lines vs {len(references)} references): "
+            + "  ".join(f"{k} {v:.4f}" for k, v in self.real_text_record.items() if isinstance(v, float))
+        )
+
+    def _text_scores(self, hypotheses):
+        """BLEU-n against the references, Self-BLEU-n, and the distinct share."""
+        order = self.text_config.bleu_max_order
+        scores = {}
+        per_sentence = [self.bleu_references.score(h) for h in hypotheses]
+        for n in range(2, order + 1):
+            scores[f"bleu_{n}"] = float(np.mean([s[n] for s in per_sentence]))
+        if len(hypotheses) > 1:
+            scores.update({f"self_bleu_{n}": float(v) for n, v in bleu.self_bleu(hypotheses, order).items()})
+        distinct = len({tuple(h) for h in hypotheses})
+        scores["distinct_samples"] = distinct
+        scores["distinct_share"] = distinct / max(1, len(hypotheses))
+        return scores
 
     def _shuffled_batches(self, *tensors):
         """Shuffles the rows of `tensors` together (seeded) and yields them in
@@ -252,13 +335,16 @@ class SeqGANTrainer:
         t = self.train_config
         began = time.perf_counter()
         eval_seed = [t.seed, 7]  # the same draw each time: curves compare like with like
-        samples = self.sample(t.num_eval_samples, seed=eval_seed)
-        record = {
-            "phase": phase,
-            "step": int(step),
-            "nll_oracle": metrics.mean_token_nll(self.oracle, samples),
-            "nll_test": metrics.mean_token_nll(self.generator, self.test_data),
-        }
+        record = {"phase": phase, "step": int(step)}
+        if self.corpus is None:
+            samples = self.sample(t.num_eval_samples, seed=eval_seed)
+            record["nll_oracle"] = metrics.mean_token_nll(self.oracle, samples)
+            record["nll_test"] = metrics.mean_token_nll(self.generator, self.test_data)
+        else:
+            samples = self.sample(self.text_config.num_bleu_samples, seed=eval_seed)
+            record["nll_test"] = metrics.mean_token_nll(self.generator, self.test_data, end_token=self.end_token)
+            record.update(self._text_scores([self.corpus.vocabulary.decode(row) for row in samples.numpy()]))
+            self._write_samples(phase, step, samples)
         count = min(t.num_discriminator_eval_samples, int(self.test_data.shape[0]))
         if count:
             fake = samples[:count]
@@ -273,10 +359,28 @@ class SeqGANTrainer:
         self.log(
             f"[{phase} {step}] "
             + "  ".join(
-                f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k.startswith(("nll", "d_", "g_"))
+                f"{k} {v:.4f}"
+                for k, v in record.items()
+                if isinstance(v, float) and k.startswith(("nll", "d_", "g_", "bleu_2", "self_bleu_2", "distinct"))
             )
         )
         return record
+
+    def _write_samples(self, phase, step, samples):
+        """Decoded samples to run_dir/samples/<phase>_<step>.txt; a few on the terminal."""
+        lines = self.corpus.decode(samples)
+        folder = os.path.join(self.run_config.run_dir, "samples")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{phase}_{int(step):04d}.txt")
+        with open(path + ".tmp", "w", encoding="utf-8") as stream:
+            stream.write("\n".join(lines) + "\n")
+        os.replace(path + ".tmp", path)
+        shown = lines[: self.text_config.num_samples_shown]
+        if shown and self.run_config.progress:
+            poems = self.corpus.tokenizer == "char"
+            self.log(f"samples ({path}):")
+            for line in shown:
+                self.log(("  " + text.format_poem(line).replace("\n", "\n  ")) if poems else f"  {line}")
 
     def _global_step(self, phase, step):
         t = self.train_config
@@ -436,6 +540,11 @@ class SeqGANTrainer:
             )
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+            # The learning rates are optimizer variables, so the checkpoint brought
+            # back the old ones: the flags of this run win.
+            self.mle_optimizer.learning_rate.assign(self.train_config.generator_learning_rate)
+            self.pg_optimizer.learning_rate.assign(self.train_config.policy_gradient_learning_rate)
+            self.discriminator_optimizer.learning_rate.assign(self.train_config.discriminator_learning_rate)
             self.log(
                 f"resumed from {latest}: MLE epoch {int(self.mle_epoch)}, D round {int(self.discriminator_round)}, "
                 f"adversarial iteration {int(self.adversarial_iteration)}"
@@ -458,7 +567,7 @@ class SeqGANTrainer:
             self.history = metrics.read_metrics(self.metrics_writer.path)
         elif os.path.exists(self.metrics_writer.path):
             os.remove(self.metrics_writer.path)
-        self.make_oracle_data()
+        self.make_data()
         self.train_mle()
         self.train_discriminator()
         self.train_adversarial()
