@@ -183,3 +183,23 @@ def test_bad_corpus_gives_one_line_error_and_leaves_no_run_directory(bad_corpus_
     assert all(needle in errors[0] for needle in cases[case][1]), errors[0]
     assert "Traceback" not in stderr
     assert not (folder / "runs" / case).exists()
+
+
+def test_trainer_rewards_fast_path_equals_plain_scoring_of_padded_completions(text_run):
+    import tensorflow as tf
+
+    from tfseqgan import rollout
+
+    trainer, _, _, _ = text_run
+    samples = trainer.sample(8, seed=[7, 8])
+    seed = tf.constant([2, 3], tf.int64)
+    fast = trainer.rewards(samples, seed)
+    plain = rollout.compute_rewards(
+        trainer.rollout_policy,
+        trainer.discriminator.real_probability,
+        samples,
+        trainer.train_config.num_rollouts,
+        seed,
+        postprocess=trainer._postprocess,
+    )
+    np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
