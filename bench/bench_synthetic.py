@@ -79,7 +79,7 @@ def main():
         config.RunConfig(run_dir="/tmp/tfseqgan_bench", progress=False),
         log=lambda *a: None,
     )
-    trainer.make_oracle_data()
+    trainer.make_data()
     trainer._started = time.perf_counter()
 
     class _NoWriter:
