@@ -226,6 +226,16 @@ def test_build_configs_maps_flags_to_configs(parsed_flags, tmp_path):
     assert run.run_dir == str(tmp_path) and run.write_plot is False and run.progress is False
 
 
+@pytest.mark.parametrize("flagfile", sorted(p.name for p in (REPO_ROOT / "flags").glob("*.cfg")))
+def test_every_flagfile_builds_its_configs(parsed_flags, flagfile):
+    main = parsed_flags(f"--flagfile={REPO_ROOT / 'flags' / flagfile}")
+    model, _, train, run, text_config = main.build_configs()
+    assert run.run_dir == "runs/" + flagfile[: -len(".cfg")]
+    corpus = flagfile.split(".")[0].split("_")[0]
+    assert text_config.dataset == {"poem": "poems", "coco": "coco", "synthetic": "synthetic"}[corpus]
+    assert max(model.window_sizes) <= model.sequence_length and train.batch_size == 64
+
+
 @pytest.mark.slow
 def test_resume_through_the_cli(tiny_run, tmp_path):
     import shutil
