@@ -225,3 +225,15 @@ def test_clone_generator_copies_exactly_and_is_independent(policy):
     for a, b in zip(clone.weights, saved):
         np.testing.assert_array_equal(a.numpy(), b)
     assert not np.allclose(clone(tokens).numpy(), policy(tokens).numpy())
+
+
+def test_rollouts_of_a_split_batch_equal_those_of_the_whole_batch(policy):
+    """Each replica completes its rows of the global batch with the global batch's random numbers."""
+    sequences = random_sequences(6, seed=4)
+    seed = tf.constant([3, 8], tf.int64)
+    whole = rollout.rollout_completions(policy, sequences, 3, seed).numpy()
+    parts = [
+        rollout.rollout_completions(policy, sequences[lo:hi], 3, seed, batch_offset=lo, global_batch=6).numpy()
+        for lo, hi in [(0, 2), (2, 6)]
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=2), whole)

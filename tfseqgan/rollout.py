@@ -29,7 +29,9 @@ def update_rollout_weights(rollout, generator, update_rate):
         beta.assign(update_rate * beta + (1.0 - update_rate) * tf.cast(theta, beta.dtype))
 
 
-def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=1024):
+def rollout_completions(
+    policy, sequences, num_rollouts, seed, chunk_size=1024, batch_offset=0, global_batch=None, static_shapes=False
+):
     """Completes every proper prefix of every sequence `num_rollouts` times.
 
     Args:
@@ -37,6 +39,13 @@ def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=1024):
         sequences: (batch, time) int32 sampled sequences.
         num_rollouts: completions per prefix.
         seed: shape-(2,) int seed.
+        chunk_size: rows decoded together.
+        batch_offset, global_batch: `sequences` are rows batch_offset.. of a
+            global batch of `global_batch` (default: all of it); completion
+            [t - 1, n, b] draws the random numbers of global row
+            ((t - 1) * num_rollouts + n) * global_batch + batch_offset + b,
+            so a batch split across replicas draws what it draws whole.
+        static_shapes: see `sampler.sample_sequences`.
 
     Returns:
         (time - 1, num_rollouts, batch, time) int32: entry [t - 1, n, b] keeps
@@ -58,6 +67,12 @@ def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=1024):
         per_prefix = tf.tile(per_prefix[:, tf.newaxis], [1, num_rollouts, 1, 1])
         return tf.reshape(per_prefix, [-1, states.shape[-1]])
 
+    if global_batch is None:
+        global_batch = batch
+    groups = (time - 1) * num_rollouts
+    row_ids = tf.reshape(
+        tf.range(groups)[:, tf.newaxis] * global_batch + batch_offset + tf.range(batch)[tf.newaxis], [-1]
+    )  # (rows,) in the row order below
     completed = sample_sequences(
         policy.step,
         given,
@@ -66,6 +81,9 @@ def rollout_completions(policy, sequences, num_rollouts, seed, chunk_size=1024):
         policy.start_token,
         seed,
         chunk_size=chunk_size,
+        row_ids=row_ids,
+        num_rows=groups * global_batch,
+        static_shapes=static_shapes,
     )
     return tf.reshape(completed, [time - 1, num_rollouts, batch, time])
 
@@ -83,7 +101,15 @@ def scores_in_chunks(score_fn, sequences, chunk_size):
 
 
 def compute_rewards(
-    policy, reward_fn, sequences, num_rollouts, seed, score_chunk_size=4096, completion_reward_fn=None, postprocess=None
+    policy,
+    reward_fn,
+    sequences,
+    num_rollouts,
+    seed,
+    score_chunk_size=4096,
+    completion_reward_fn=None,
+    postprocess=None,
+    **rollout_options,
 ):
     """Q(y_<t, y_t) for every token: rewards[b, t] belongs to sequences[b, t].
 
@@ -109,6 +135,8 @@ def compute_rewards(
         postprocess: optional (rows, time) -> (rows, time) applied to the
             completions before scoring (text: padding after the end token);
             it must leave the given prefix as it is.
+        **rollout_options: batch_offset, global_batch, static_shapes of
+            `rollout_completions`.
 
     Returns:
         (batch, time) float32.
@@ -116,7 +144,9 @@ def compute_rewards(
     sequences = tf.convert_to_tensor(sequences, tf.int32)
     batch = tf.shape(sequences)[0]
     time = sequences.shape[1]
-    completions = rollout_completions(policy, sequences, num_rollouts, seed)  # (time - 1, rollouts, batch, time)
+    completions = rollout_completions(
+        policy, sequences, num_rollouts, seed, **rollout_options
+    )  # (time - 1, rollouts, batch, time)
     if postprocess is not None:
         completions = tf.reshape(postprocess(tf.reshape(completions, [-1, time])), [time - 1, num_rollouts, -1, time])
     if completion_reward_fn is None:
