@@ -180,6 +180,27 @@ _section(
 )
 
 
+# Devices
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    ["auto", "mirrored", "multi_worker", "tpu"],
+    "auto: one GPU if present, else the CPU; mirrored: all local GPUs (or --devices); "
+    "multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG; tpu: TPUStrategy on --tpu.",
+)
+flags.DEFINE_list("devices", [], "--strategy=mirrored: devices to mirror over, e.g. /gpu:0,/gpu:1; empty: all GPUs.")
+flags.DEFINE_string("tpu", "", "--strategy=tpu: TPU name or grpc:// address; empty: the TPU VM's own.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile every step (static-shape decoding); what TPUs need.")
+flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    ["none", "bfloat16", "float16"],
+    "Compute the LSTM, CNN and highway in this type (weights, logits, softmax and losses stay float32); "
+    "float16 adds dynamic loss scaling.",
+)
+_section("Devices", "strategy", "devices", "tpu", "jit_compile", "mixed_precision")
+
+
 class FlagError(ValueError):
     """A flag value that cannot work; main prints it as one line and exits 2."""
 
@@ -242,10 +263,15 @@ def build_configs():
         **{
             f.name: FLAGS[f.name].value
             for f in config_lib.dataclasses.fields(config_lib.TrainConfig)
-            if f.name != "seed"
+            if f.name not in ("seed", "mixed_precision")
         },
         seed=FLAGS.seed,
+        mixed_precision="" if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision,
     )
+    if FLAGS.devices and FLAGS.strategy != "mirrored":
+        raise FlagError(f"--devices applies to --strategy=mirrored, not --strategy={FLAGS.strategy}")
+    if FLAGS.tpu and FLAGS.strategy != "tpu":
+        raise FlagError(f"--tpu applies to --strategy=tpu, not --strategy={FLAGS.strategy}")
     text = config_lib.TextConfig(
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
@@ -329,22 +355,34 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from tfseqgan import report
+    from tfseqgan import distribute, report
     from tfseqgan.text import VOCABULARY_FILE, CorpusError
     from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
 
+    try:  # first: multi-worker and TPU strategies set up the runtime before any op runs
+        strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.devices, FLAGS.tpu)
+    except (ValueError, RuntimeError) as error:
+        print(f"error: --strategy={FLAGS.strategy}: {error}", file=sys.stderr)
+        return 2
+    chief = distribute.is_chief(strategy)
+    if strategy.num_replicas_in_sync > 1 or not chief:
+        print(
+            f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas; this process: "
+            f"{distribute.worker_name(strategy)}{' (chief)' if chief else ''}"
+        )
     corpus = None
     try:
         if text_config.dataset != "synthetic":
             corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
             print(corpus.summary())
-        trainer = SeqGANTrainer(model, oracle, train, run, corpus=corpus, text_config=text_config)
+        trainer = SeqGANTrainer(model, oracle, train, run, corpus=corpus, text_config=text_config, strategy=strategy)
         if trainer.checkpoint_manager.latest_checkpoint and not run.resume:
             trainer.restore_or_start()  # raises the one-line refusal
         os.makedirs(run.run_dir, exist_ok=True)
-        write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
-        if corpus is not None:
-            corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
+        if chief:
+            write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
+            if corpus is not None:
+                corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
         received = []
 
         def stop(signum, frame):
@@ -360,6 +398,10 @@ def main(argv):
     except (CorpusError, TrainingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if distribute.num_workers(strategy) > 1:
+        print(f"weights sha256 ({distribute.worker_name(strategy)}): {trainer.weights_digest()}")
+    if not chief:
+        return 0
     real = trainer.real_text_record
     table = report.format_table(history, real)
     print("\n" + table)

@@ -3,6 +3,8 @@ vocabulary 5000, length 20, batch 64, the paper's discriminator) and writes
 JSON with the median of several runs of each.
 
     python bench/bench_synthetic.py --out bench/results/synthetic.json
+    python bench/bench_synthetic.py --mixed_precision=bfloat16 --out bench/results/synthetic_bf16.json
+    python bench/bench_synthetic.py --jit_compile --out bench/results/synthetic_xla.json
 """
 
 import argparse
@@ -18,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from tfseqgan import config  # noqa: E402
+from tfseqgan import config, distribute  # noqa: E402
 from tfseqgan.trainer import SeqGANTrainer  # noqa: E402
 
 # REFERENCE.md: the original TF1 code and TextGAN-PyTorch on a 2-core machine.
@@ -69,15 +71,22 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="runs of the fast units")
     parser.add_argument("--discriminator_repeats", type=int, default=3, help="runs of the D round")
     parser.add_argument("--oracle_weights", default="", help="oracle .npz; default: random oracle")
+    parser.add_argument("--jit_compile", action="store_true", help="XLA-compile the steps")
+    parser.add_argument("--mixed_precision", default="", choices=["", "bfloat16", "float16"])
+    parser.add_argument("--strategy", default="auto", choices=distribute.STRATEGIES)
+    parser.add_argument("--units", default="sample_9984,mle_epoch,adversarial_generator_step,discriminator_round")
     args = parser.parse_args()
+    strategy = distribute.make_strategy(args.strategy)
 
-    train = config.TrainConfig()  # the paper's schedule
+    # The paper's schedule
+    train = config.TrainConfig(jit_compile=args.jit_compile, mixed_precision=args.mixed_precision)
     trainer = SeqGANTrainer(
         config.ModelConfig(),
         config.OracleConfig(weights_path=args.oracle_weights),
         train,
         config.RunConfig(run_dir="/tmp/tfseqgan_bench", progress=False),
         log=lambda *a: None,
+        strategy=strategy,
     )
     trainer.make_data()
     trainer._started = time.perf_counter()
@@ -88,20 +97,25 @@ def main():
 
     trainer.metrics_writer = _NoWriter()
     units = {}
-    units["sample_9984"] = timed(lambda: trainer.sample(9984).numpy(), args.repeats)
-    print("sample_9984", units["sample_9984"], flush=True)
-    units["mle_epoch"] = timed(lambda: trainer.run_mle_epoch(1), args.repeats)
-    print("mle_epoch", units["mle_epoch"], flush=True)
-    units["adversarial_generator_step"] = timed(lambda: trainer.run_generator_step(1), args.repeats)
-    print("adversarial_generator_step", units["adversarial_generator_step"], flush=True)
-    units["discriminator_round"] = timed(
-        lambda: trainer.run_discriminator_round(9984, 3, "bench", 1), args.discriminator_repeats
-    )
-    print("discriminator_round", units["discriminator_round"], flush=True)
+    work = {
+        "sample_9984": (lambda: trainer.sample(9984).numpy(), args.repeats),
+        "mle_epoch": (lambda: trainer.run_mle_epoch(1), args.repeats),
+        "adversarial_generator_step": (lambda: trainer.run_generator_step(1), args.repeats),
+        "discriminator_round": (
+            lambda: trainer.run_discriminator_round(9984, 3, "bench", 1),
+            args.discriminator_repeats,
+        ),
+    }
+    for name in args.units.split(","):
+        fn, repeats = work[name]
+        units[name] = timed(fn, repeats)
+        print(name, units[name], flush=True)
     units["evaluation"] = timed(lambda: trainer.evaluate("mle", 0), 3)
     print("evaluation", units["evaluation"], flush=True)
 
     for name, reference in REFERENCE_SECONDS.items():
+        if name not in units:
+            continue
         units[name]["reference_s"] = reference
         units[name]["speedup_vs_original"] = reference["original"] / units[name]["median_s"]
         units[name]["speedup_vs_textgan_pytorch"] = reference["textgan_pytorch"] / units[name]["median_s"]
@@ -114,13 +128,19 @@ def main():
             "tensorflow": tf.__version__,
         },
         "settings": "vocabulary 5000, length 20, batch 64, paper D (1,720 filters), 16 rollouts",
+        "jit_compile": args.jit_compile,
+        "mixed_precision": args.mixed_precision or "float32",
+        "strategy": args.strategy,
+        "replicas": strategy.num_replicas_in_sync,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
         "units": units,
-        "projected_full_synthetic_cfg": projected_full_schedule(units, units["evaluation"]["median_s"], train),
     }
+    if all(name in units for name in REFERENCE_SECONDS):
+        result["projected_full_synthetic_cfg"] = projected_full_schedule(units, units["evaluation"]["median_s"], train)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as stream:
         json.dump(result, stream, indent=2)
-    print(json.dumps(result["projected_full_synthetic_cfg"], indent=2))
+    print(json.dumps(result.get("projected_full_synthetic_cfg"), indent=2))
     print(f"wrote {args.out}")
 
 

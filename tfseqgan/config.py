@@ -61,6 +61,8 @@ class TrainConfig:
     num_eval_samples: int = 9984
     num_discriminator_eval_samples: int = 1024
     seed: int = 0
+    jit_compile: bool = False  # XLA-compile every step's computation (static shapes)
+    mixed_precision: str = ""  # "", "bfloat16" or "float16" (with dynamic loss scaling)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,13 +31,18 @@ class Highway(keras.layers.Layer):
         units = input_shape[-1]
         seed = self.seed
         self.transform = keras.layers.Dense(
-            units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed), name="transform"
+            units,
+            activation="relu",
+            kernel_initializer=keras.initializers.GlorotUniform(seed),
+            dtype=self.dtype_policy,
+            name="transform",
         )
         self.gate = keras.layers.Dense(
             units,
             activation="sigmoid",
             kernel_initializer=keras.initializers.GlorotUniform(None if seed is None else seed + 1),
             bias_initializer=keras.initializers.Constant(self.gate_bias),
+            dtype=self.dtype_policy,
             name="gate",
         )
         self.transform.build(input_shape)
@@ -116,10 +121,14 @@ class Discriminator(keras.Model):
         def seeded(offset):
             return None if seed is None else seed + offset
 
+        # Sublayers share the model's dtype policy (mixed precision computes the
+        # CNN and highway in bfloat16/float16); the output layer stays float32.
+        policy = self.dtype_policy
         self.embedding = keras.layers.Embedding(
             vocabulary_size,
             embedding_dim,
             embeddings_initializer=keras.initializers.RandomUniform(-1.0, 1.0, seed=seeded(0)),
+            dtype=policy,
             name="embedding",
         )
         convolutions = [
@@ -130,6 +139,7 @@ class Discriminator(keras.Model):
                 activation="relu",
                 kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.1, seed=seeded(10 + i)),
                 bias_initializer=keras.initializers.Constant(0.1),
+                dtype=policy,
                 name=f"conv_{width}",
             )
             for i, (width, filters) in enumerate(zip(window_sizes, num_filters))
@@ -139,8 +149,8 @@ class Discriminator(keras.Model):
         for index, conv in enumerate(convolutions):
             setattr(self, f"conv_{index}", conv)
         self.convolutions = convolutions
-        self.highway = Highway(seed=seeded(1), name="highway")
-        self.dropout = keras.layers.Dropout(dropout_rate, seed=seeded(2))
+        self.highway = Highway(seed=seeded(1), dtype=policy, name="highway")
+        self.dropout = keras.layers.Dropout(dropout_rate, seed=seeded(2), dtype=policy)
         self.output_layer = keras.layers.Dense(
             2,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.1, seed=seeded(3)),
@@ -170,22 +180,29 @@ class Discriminator(keras.Model):
         )
         return config
 
-    def call(self, tokens, training=False, dropout_seed=None):
+    def call(self, tokens, training=False, dropout_seed=None, row_offset=0, num_rows=None):
         """Logits (batch, 2) for (fake, real).
 
         With `dropout_seed` (shape-(2,) int) training uses stateless dropout
         driven by the caller's seed, so the trainer's checkpointed RNG owns
-        all randomness; without it, the Keras Dropout layer's own seed.
+        all randomness; without it, the Keras Dropout layer's own seed. The
+        mask of row b is row row_offset + b of a (num_rows, features) draw,
+        so a batch split across replicas drops what it drops whole.
         """
         embedded = self.embedding(tokens)  # (batch, time, embed)
         pooled = [tf.reduce_max(conv(embedded), axis=1) for conv in self.convolutions]
-        return self._logits_of_pooled(pooled, training=training, dropout_seed=dropout_seed)
+        return self._logits_of_pooled(pooled, training, dropout_seed, row_offset, num_rows)
 
-    def _logits_of_pooled(self, pooled, training=False, dropout_seed=None):
+    def _logits_of_pooled(self, pooled, training=False, dropout_seed=None, row_offset=0, num_rows=None):
         """Highway, dropout and output layer over the per-window max-pooled features."""
         features = self.highway(tf.concat(pooled, axis=1))  # (batch, sum(filters))
         if training and dropout_seed is not None and self.dropout_rate > 0:
-            features = tf.nn.experimental.stateless_dropout(features, self.dropout_rate, seed=dropout_seed)
+            batch = tf.shape(features)[0]
+            num_rows = batch if num_rows is None else num_rows
+            noise = tf.random.stateless_uniform([num_rows, features.shape[1]], dropout_seed)
+            keep = tf.slice(noise, [row_offset, 0], [batch, -1]) >= self.dropout_rate  # (batch, features)
+            kept = features / tf.cast(1.0 - self.dropout_rate, features.dtype)
+            features = tf.where(keep, kept, tf.zeros_like(features))
         else:
             features = self.dropout(features, training=training)
         return tf.cast(self.output_layer(features), tf.float32)

@@ -103,8 +103,11 @@ class Generator(keras.Model):
             s = None if seed is None else seed + offset
             return keras.initializers.RandomNormal(stddev=init_stddev, seed=s)
 
+        # Sublayers share the model's dtype policy: under mixed precision the
+        # embedding and LSTM compute in bfloat16/float16, variables stay float32.
+        policy = self.dtype_policy
         self.embedding = keras.layers.Embedding(
-            vocabulary_size, embedding_dim, embeddings_initializer=init(0), name="embedding"
+            vocabulary_size, embedding_dim, embeddings_initializer=init(0), dtype=policy, name="embedding"
         )
         self.cell = keras.layers.LSTMCell(
             hidden_dim,
@@ -112,10 +115,11 @@ class Generator(keras.Model):
             recurrent_initializer=init(2),
             bias_initializer=init(3),
             unit_forget_bias=False,
+            dtype=policy,
             name="lstm_cell",
         )
         self.output_layer = keras.layers.Dense(
-            vocabulary_size, kernel_initializer=init(4), bias_initializer=init(5), name="logits"
+            vocabulary_size, kernel_initializer=init(4), bias_initializer=init(5), dtype="float32", name="logits"
         )
         self.embedding.build((None,))
         self.cell.build((None, embedding_dim))
@@ -163,11 +167,12 @@ class Generator(keras.Model):
         return bias
 
     def logits(self, hidden):
-        """Output layer as MatMul + BiasAdd (fused into one kernel on CPU)."""
-        kernel = tf.cast(self.output_layer.kernel, hidden.dtype)
-        bias = tf.cast(self.output_bias(), hidden.dtype)
-        flat = tf.reshape(hidden, [-1, hidden.shape[-1]])  # (rows, hidden): one 2-D MatMul
-        logits = tf.cast(tf.nn.bias_add(tf.matmul(flat, kernel), bias), tf.float32)
+        """Output layer as MatMul + BiasAdd (fused into one kernel on CPU),
+        in float32 under any dtype policy: sampling reads these logits."""
+        # Cast, not read: inside a mixed-precision call Keras autocasts variable reads.
+        kernel = tf.cast(self.output_layer.kernel, tf.float32)
+        flat = tf.reshape(tf.cast(hidden, tf.float32), [-1, hidden.shape[-1]])  # (rows, hidden): one 2-D MatMul
+        logits = tf.nn.bias_add(tf.matmul(flat, kernel), tf.cast(self.output_bias(), tf.float32))
         return tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], [self.vocabulary_size]], axis=0))
 
     def _shifted_inputs(self, tokens):

@@ -15,6 +15,9 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 )
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
 def mean_token_nll(model, tokens, chunk_size=512, end_token=None):
     """Mean per-token NLL (nats) of `tokens` (rows, time) under `model`, in
     chunks so the (rows, time, vocab) logits never exist at once. With
@@ -43,7 +46,7 @@ class MetricsWriter:
     numeric fields to TensorBoard under run_dir/tensorboard."""
 
     def __init__(self, run_dir):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = os.path.join(run_dir, METRICS_FILE)
         self.summary_writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
 
     def write(self, record, global_step):

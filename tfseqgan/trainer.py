@@ -4,15 +4,18 @@ adversarial training, each step a compiled `tf.function`.
 Reference: Yu et al., AAAI 2017, Algorithm 1.
 """
 
+import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseqgan import bleu, losses, metrics, oracle, rollout, sampler, text
+from tfseqgan import bleu, distribute, losses, metrics, oracle, rollout, sampler, text
 from tfseqgan.config import TextConfig
 from tfseqgan.discriminator import Discriminator
 from tfseqgan.generator import Generator
@@ -41,17 +44,6 @@ def _finite(value):
     return bool(np.isfinite(value))
 
 
-def _apply_if_finite(optimizer, loss, gradients, variables):
-    """Applies the update only when the loss is finite (an explicit tf.cond,
-    not AutoGraph), so a NaN step leaves weights and optimizer state as they were."""
-
-    def apply():
-        optimizer.apply_gradients(zip(gradients, variables))
-        return tf.constant(True)
-
-    return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
-
-
 class SeqGANTrainer:
     """Owns the models, optimizers, random state and counters of one run.
 
@@ -64,9 +56,31 @@ class SeqGANTrainer:
         corpus: a `text.Corpus` to train on instead of the synthetic oracle;
             model_config.vocabulary_size must be its vocabulary's size.
         text_config: `config.TextConfig`, how a corpus run is evaluated.
+        strategy: the `tf.distribute.Strategy` to train under (default: the
+            default strategy, one device). Models, optimizers and the rollout
+            copy live in its scope; every step runs under `strategy.run`.
     """
 
-    def __init__(self, model_config, oracle_config, train_config, run_config, log=print, corpus=None, text_config=None):
+    def __init__(
+        self,
+        model_config,
+        oracle_config,
+        train_config,
+        run_config,
+        log=print,
+        corpus=None,
+        text_config=None,
+        strategy=None,
+    ):
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        self.is_chief = distribute.is_chief(self.strategy)
+        if train_config.batch_size % self.num_replicas:
+            raise ValueError(
+                f"--batch_size={train_config.batch_size} must be a multiple of the {self.num_replicas} replicas"
+            )
+        if train_config.mixed_precision not in ("", "bfloat16", "float16"):
+            raise ValueError(f"mixed_precision {train_config.mixed_precision!r}: expected '', bfloat16 or float16")
         self.model_config = model_config
         self.oracle_config = oracle_config
         self.train_config = train_config
@@ -91,7 +105,15 @@ class SeqGANTrainer:
         else:
             self.end_token = None
             banned = ()
-            self.oracle = self._build_oracle()
+            with self.strategy.scope():
+                self.oracle = self._build_oracle()
+        self.dtype_policy = f"mixed_{t.mixed_precision}" if t.mixed_precision else "float32"
+        with self.strategy.scope():
+            self._build_models(banned)
+        self._build_rest()
+
+    def _build_models(self, banned):
+        m, t = self.model_config, self.train_config
         self.generator = Generator(
             m.vocabulary_size,
             m.sequence_length,
@@ -101,9 +123,33 @@ class SeqGANTrainer:
             init_stddev=m.generator_init_stddev,
             seed=t.seed,
             banned_tokens=banned,
+            dtype=self.dtype_policy,
             name="generator",
         )
-        self._build_rest()
+        self.rollout_policy = rollout.clone_generator(self.generator)
+        self.discriminator = Discriminator(
+            m.vocabulary_size,
+            m.sequence_length,
+            embedding_dim=m.discriminator_embedding_dim,
+            window_sizes=m.window_sizes,
+            num_filters=m.num_filters,
+            dropout_rate=m.dropout_rate,
+            l2_weight=m.l2_weight,
+            seed=t.seed + 1000,
+            dtype=self.dtype_policy,
+            name="discriminator",
+        )
+        # Clipping is done on the gradient summed over replicas (see
+        # distribute.apply_summed_gradients), not by the optimizers.
+        self.mle_optimizer = keras.optimizers.Adam(t.generator_learning_rate)
+        self.pg_optimizer = keras.optimizers.Adam(t.policy_gradient_learning_rate)
+        self.discriminator_optimizer = keras.optimizers.Adam(t.discriminator_learning_rate)
+        self.mle_optimizer.build(self.generator.trainable_variables)
+        self.pg_optimizer.build(self.generator.trainable_variables)
+        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+        float16 = t.mixed_precision == "float16"
+        self.generator_loss_scale = distribute.LossScale(name="generator_loss_scale") if float16 else None
+        self.discriminator_loss_scale = distribute.LossScale(name="discriminator_loss_scale") if float16 else None
 
     def _build_oracle(self):
         m, oracle_config = self.model_config, self.oracle_config
@@ -123,29 +169,9 @@ class SeqGANTrainer:
         return oracle.build_oracle(arrays, m.sequence_length, m.start_token)
 
     def _build_rest(self):
-        m, t, run_config = self.model_config, self.train_config, self.run_config
-        self.rollout_policy = rollout.clone_generator(self.generator)
-        self.discriminator = Discriminator(
-            m.vocabulary_size,
-            m.sequence_length,
-            embedding_dim=m.discriminator_embedding_dim,
-            window_sizes=m.window_sizes,
-            num_filters=m.num_filters,
-            dropout_rate=m.dropout_rate,
-            l2_weight=m.l2_weight,
-            seed=t.seed + 1000,
-            name="discriminator",
-        )
-        clip = t.generator_clip_norm or None
-        self.mle_optimizer = keras.optimizers.Adam(t.generator_learning_rate, global_clipnorm=clip)
-        self.pg_optimizer = keras.optimizers.Adam(t.policy_gradient_learning_rate, global_clipnorm=clip)
-        self.discriminator_optimizer = keras.optimizers.Adam(
-            t.discriminator_learning_rate, global_clipnorm=t.discriminator_clip_norm or None
-        )
-        self.mle_optimizer.build(self.generator.trainable_variables)
-        self.pg_optimizer.build(self.generator.trainable_variables)
-        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-
+        t, run_config = self.train_config, self.run_config
+        # The run's random state and counters are plain (host) variables, the
+        # same on every worker: all workers draw the same seeds.
         self.rng = tf.random.Generator.from_seed(t.seed)
         self.mle_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="mle_epoch")
         self.discriminator_round = tf.Variable(0, dtype=tf.int64, trainable=False, name="discriminator_round")
@@ -161,6 +187,14 @@ class SeqGANTrainer:
             mle_epoch=self.mle_epoch,
             discriminator_round=self.discriminator_round,
             adversarial_iteration=self.adversarial_iteration,
+            **{
+                name: scale
+                for name, scale in (
+                    ("generator_loss_scale", self.generator_loss_scale),
+                    ("discriminator_loss_scale", self.discriminator_loss_scale),
+                )
+                if scale is not None
+            },
         )
         self.checkpoint_manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -173,10 +207,13 @@ class SeqGANTrainer:
         self.test_data = None
         self.history = []
         self.real_text_record = None
+        self.output_dir = run_config.run_dir  # non-chief workers write to a scratch folder instead
 
     def _mask(self, tokens):
-        """Positions that count in losses: all, or (text) up to the end token."""
-        return None if self.end_token is None else text.valid_mask(tokens, self.end_token)
+        """Positions that count in losses (batch, time) float32: all, or (text) up to the end token."""
+        if self.end_token is None:
+            return tf.ones(tf.shape(tokens), tf.float32)
+        return text.valid_mask(tokens, self.end_token)
 
     def _postprocess(self, tokens):
         """Generated ids in the padded form of the real data (text: padding after the end token)."""
@@ -184,78 +221,205 @@ class SeqGANTrainer:
 
     # ----------------------------------------------------------------- steps
     def _build_steps(self):
+        """The compiled steps. Each runs a replica function under
+        `strategy.run`: with one device it gets plain tensors, with several
+        the per-replica values of a distributed dataset or of another step.
+        With --jit_compile the per-replica computation is XLA-compiled;
+        the cross-replica sums and the optimizer update stay outside it."""
+        strategy, t = self.strategy, self.train_config
+        replicas = self.num_replicas
         length = self.model_config.sequence_length
         tokens_spec = tf.TensorSpec([None, length], tf.int32)
         seed_spec = tf.TensorSpec([2], tf.int64)
+        static = t.jit_compile  # XLA needs the static-shape decoding loop
 
-        @tf.function(input_signature=[tokens_spec])
-        def mle_step(tokens):
+        def signature(*specs):  # plain tensors on one replica; distributed values trace by their own specs
+            return list(specs) if replicas == 1 else None
+
+        def compiled(fn):
+            return tf.function(fn, jit_compile=True) if t.jit_compile else fn
+
+        def scaled(loss, loss_scale):
+            return loss if loss_scale is None else loss * loss_scale.scale
+
+        def local(value):  # a value all replicas hold alike (all-reduced), as one tensor
+            return distribute.first_local(strategy, value)
+
+        # ---- per-replica computations
+        @compiled
+        def generator_gradients(tokens, rewards, mask, total):
+            """Gradients of this replica's share of the MLE (rewards None) or PG loss."""
             with tf.GradientTape() as tape:
-                loss = losses.mle_loss(self.generator, tokens, training=True, mask=self._mask(tokens))
-            variables = self.generator.trainable_variables
-            gradients = tape.gradient(loss, variables)
-            _apply_if_finite(self.mle_optimizer, loss, gradients, variables)
-            return loss
+                if rewards is None:
+                    loss = losses.mle_loss(self.generator, tokens, training=True, mask=mask, total=total)
+                else:
+                    loss = losses.policy_gradient_loss(
+                        self.generator, tokens, rewards, training=True, mask=mask, total=total
+                    )
+                scaled_loss = scaled(loss, self.generator_loss_scale)
+            return loss, tape.gradient(scaled_loss, self.generator.trainable_variables)
 
-        @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None], tf.int32), seed_spec])
-        def discriminator_step(tokens, labels, seed):
+        @compiled
+        def discriminator_gradients(tokens, labels, seed, offset):
             with tf.GradientTape() as tape:
                 loss, _, logits = losses.discriminator_loss(
-                    self.discriminator, tokens, labels, training=True, dropout_seed=seed
+                    self.discriminator, tokens, labels, True, seed, row_offset=offset, num_replicas=replicas
                 )
-            variables = self.discriminator.trainable_variables
-            gradients = tape.gradient(loss, variables)
-            _apply_if_finite(self.discriminator_optimizer, loss, gradients, variables)
-            predictions = tf.argmax(logits, axis=1, output_type=tf.int32)
-            accuracy = tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32))
-            return loss, accuracy
+                scaled_loss = scaled(loss, self.discriminator_loss_scale)
+            gradients = tape.gradient(scaled_loss, self.discriminator.trainable_variables)
+            correct = tf.reduce_sum(
+                tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32)
+            )
+            return loss, gradients, correct
 
-        @tf.function(input_signature=[tokens_spec, tf.TensorSpec([None, length], tf.float32)])
-        def policy_gradient_step(tokens, rewards):
-            with tf.GradientTape() as tape:
-                loss = losses.policy_gradient_loss(
-                    self.generator, tokens, rewards, training=True, mask=self._mask(tokens)
+        def sample_rows(model):
+            @compiled
+            def sample(rows, offset, seed):  # rows: (local, time) zeros, its shape static under XLA
+                count = tf.shape(rows)[0]
+                tokens = sampler.sample_free(
+                    model, count, seed, row_offset=offset, num_rows=count * replicas, static_shapes=static
                 )
-            variables = self.generator.trainable_variables
-            gradients = tape.gradient(loss, variables)
-            _apply_if_finite(self.pg_optimizer, loss, gradients, variables)
-            return loss
+                return self._postprocess(tokens)
 
-        @tf.function(input_signature=[tokens_spec, seed_spec])
-        def rewards(tokens, seed):
+            return sample
+
+        samplers = {"generator": sample_rows(self.generator)}
+        if self.oracle is not None:
+            samplers["oracle"] = sample_rows(self.oracle)
+
+        @compiled
+        def rollout_rewards(tokens, seed, offset):
+            batch = tf.shape(tokens)[0]
             return rollout.compute_rewards(
                 self.rollout_policy,
                 self.discriminator.real_probability,
                 tokens,
-                self.train_config.num_rollouts,
+                t.num_rollouts,
                 seed,
                 completion_reward_fn=self.discriminator.real_probability_of_completions,
                 postprocess=None if self.end_token is None else self._postprocess,
+                batch_offset=offset,
+                global_batch=batch * replicas,
+                static_shapes=static,
             )
+
+        def nll_sums(model):
+            @compiled
+            def sums(tokens, weights):  # (negative log-likelihood, positions) over weighted rows
+                log_probs = model.token_log_probs(tokens, training=False)  # (rows, time)
+                mask = self._mask(tokens) * weights[:, tf.newaxis]
+                return tf.stack([-tf.reduce_sum(log_probs * mask), tf.reduce_sum(mask)])
+
+            return sums
+
+        nll = {"generator": nll_sums(self.generator)}
+        if self.oracle is not None:
+            nll["oracle"] = nll_sums(self.oracle)
+
+        @compiled
+        def judged_real(tokens, weights):  # (rows judged real, rows)
+            real = tf.cast(self.discriminator.real_probability(tokens) > 0.5, tf.float32)
+            return tf.stack([tf.reduce_sum(real * weights), tf.reduce_sum(weights)])
+
+        # ---- replica functions: a global loss and the summed gradient
+        def generator_replica(tokens, rewards):
+            mask = self._mask(tokens)
+            total = tf.maximum(distribute.all_sum(tf.reduce_sum(mask)), 1.0)
+            loss, gradients = generator_gradients(tokens, rewards, mask, total)
+            loss = distribute.all_sum(loss)
+            gradients, finite = distribute.sum_gradients(
+                loss, gradients, t.generator_clip_norm, self.generator_loss_scale
+            )
+            return loss, gradients, finite
+
+        def discriminator_replica(tokens, labels, seed):
+            offset, rows = distribute.replica_rows(tf.shape(tokens)[0])
+            loss, gradients, correct = discriminator_gradients(tokens, labels, seed, offset)
+            loss = distribute.all_sum(loss)
+            gradients, finite = distribute.sum_gradients(
+                loss, gradients, t.discriminator_clip_norm, self.discriminator_loss_scale
+            )
+            return loss, gradients, finite, distribute.all_sum(correct) / tf.cast(rows, tf.float32)
+
+        def sample_replica(model, num_samples, seed):
+            per_replica = (num_samples + replicas - 1) // replicas
+            offset, _ = distribute.replica_rows(per_replica)
+            return samplers[model](tf.zeros([per_replica, length], tf.int32), offset, seed)
+
+        def rewards_replica(tokens, seed):
+            offset, _ = distribute.replica_rows(tf.shape(tokens)[0])
+            return rollout_rewards(tokens, seed, offset)
+
+        # ---- steps; updates are applied in cross-replica context
+        def generator_step(optimizer, tokens, rewards):
+            loss, gradients, finite = local(strategy.run(generator_replica, args=(tokens, rewards)))
+            variables = self.generator.trainable_variables
+            distribute.apply_if_finite(optimizer, gradients, variables, finite, self.generator_loss_scale)
+            return loss
+
+        @tf.function(input_signature=signature(tokens_spec))
+        def mle_step(tokens):
+            return generator_step(self.mle_optimizer, tokens, None)
+
+        @tf.function(input_signature=signature(tokens_spec, tf.TensorSpec([None], tf.int32), seed_spec))
+        def discriminator_step(tokens, labels, seed):
+            loss, gradients, finite, accuracy = local(strategy.run(discriminator_replica, args=(tokens, labels, seed)))
+            variables = self.discriminator.trainable_variables
+            optimizer, scale = self.discriminator_optimizer, self.discriminator_loss_scale
+            distribute.apply_if_finite(optimizer, gradients, variables, finite, scale)
+            return loss, accuracy
+
+        @tf.function(input_signature=signature(tokens_spec, tf.TensorSpec([None, length], tf.float32)))
+        def policy_gradient_step(tokens, rewards):
+            return generator_step(self.pg_optimizer, tokens, rewards)
+
+        @tf.function(input_signature=signature(tokens_spec, seed_spec))
+        def rewards(tokens, seed):
+            return strategy.run(rewards_replica, args=(tokens, seed))
 
         @tf.function(input_signature=[])
         def update_rollout():
-            rollout.update_rollout_weights(self.rollout_policy, self.generator, self.train_config.rollout_update_rate)
+            rollout.update_rollout_weights(self.rollout_policy, self.generator, t.rollout_update_rate)
 
-        def sampler_for(model):
+        def sampler_for(model, gather):
             @tf.function(input_signature=[tf.TensorSpec([], tf.int32), seed_spec])
             def generate(num_samples, seed):
-                return self._postprocess(sampler.sample_free(model, num_samples, seed))
+                samples = strategy.run(lambda n, s: sample_replica(model, n, s), args=(num_samples, seed))
+                if not gather:  # each replica keeps its rows (the adversarial step's batch)
+                    return samples
+                if replicas > 1:
+                    samples = strategy.gather(samples, axis=0)
+                return samples[:num_samples]
 
             return generate
 
+        def summed(fn):
+            @tf.function
+            def step(tokens, weights):
+                return local(strategy.run(lambda x, w: distribute.all_sum(fn(x, w)), args=(tokens, weights)))
+
+            return step
+
         @tf.function(input_signature=[tokens_spec])
         def real_probability(tokens):
-            return self.discriminator.real_probability(tokens)
+            return local(strategy.run(self.discriminator.real_probability, args=(tokens,)))
+
+        @tf.function
+        def mean_over_replicas(values):
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(tf.reduce_mean, args=(values,)), axis=None)
 
         self.mle_step = mle_step
         self.discriminator_step = discriminator_step
         self.policy_gradient_step = policy_gradient_step
         self.rewards = rewards
         self.update_rollout = update_rollout
-        self.generate = sampler_for(self.generator)
-        self.generate_oracle = None if self.oracle is None else sampler_for(self.oracle)
+        self.generate = sampler_for("generator", gather=True)
+        self.generate_per_replica = sampler_for("generator", gather=False)
+        self.generate_oracle = None if self.oracle is None else sampler_for("oracle", gather=True)
         self.real_probability = real_probability
+        self.nll_step = {name: summed(fn) for name, fn in nll.items()}
+        self.judged_real_step = summed(judged_real)
+        self.mean_over_replicas = mean_over_replicas
 
     def next_seed(self):
         """A fresh shape-(2,) int64 seed from the run's checkpointed generator."""
@@ -317,13 +481,39 @@ class SeqGANTrainer:
         return scores
 
     def _shuffled_batches(self, *tensors):
-        """Shuffles the rows of `tensors` together (seeded) and yields them in
-        batches of batch_size, dropping the remainder: one gather per epoch."""
+        """Shuffles the rows of `tensors` together (seeded) and returns them as
+        a distributed dataset of global batches of batch_size rows (the
+        remainder dropped), and the number of batches."""
         batch = self.train_config.batch_size
         rows = int(tensors[0].shape[0])
         order = tf.argsort(tf.random.stateless_uniform([rows], self.next_seed()))
         shuffled = [tf.gather(tensor, order) for tensor in tensors]
-        return [tuple(t[i : i + batch] for t in shuffled) for i in range(0, rows - batch + 1, batch)]
+        return distribute.distributed_batches(self.strategy, shuffled, batch), rows // batch
+
+    def _summed_over(self, step, tokens, rows_per_replica=512):
+        """Sums `step` (tokens, weights) -> vector over all rows of `tokens`,
+        spread over the replicas in batches (the last one padded with
+        zero-weight rows)."""
+        batch = rows_per_replica * self.num_replicas
+        rows = int(tokens.shape[0])
+        padded = -(-rows // batch) * batch
+        weights = tf.concat([tf.ones([rows]), tf.zeros([padded - rows])], axis=0)
+        tokens = tf.pad(tokens, [[0, padded - rows], [0, 0]])
+        total = 0.0
+        for batch_tokens, batch_weights in distribute.distributed_batches(self.strategy, (tokens, weights), batch):
+            total += step(batch_tokens, batch_weights).numpy()
+        return total
+
+    def mean_token_nll(self, tokens, model="generator"):
+        """Mean per-token NLL of `tokens` under the generator or the oracle
+        (text: up to the end token), computed under the strategy."""
+        nll, positions = self._summed_over(self.nll_step[model], tokens)
+        return float(nll / max(positions, 1.0))
+
+    def share_judged_real(self, tokens):
+        """The share of `tokens` rows with D's P(real) > 0.5."""
+        real, rows = self._summed_over(self.judged_real_step, tokens)
+        return float(real / max(rows, 1.0))
 
     def _step_seeds(self, count):
         """`count` shape-(2,) seeds from one draw of the run's RNG."""
@@ -338,19 +528,19 @@ class SeqGANTrainer:
         record = {"phase": phase, "step": int(step)}
         if self.corpus is None:
             samples = self.sample(t.num_eval_samples, seed=eval_seed)
-            record["nll_oracle"] = metrics.mean_token_nll(self.oracle, samples)
-            record["nll_test"] = metrics.mean_token_nll(self.generator, self.test_data)
+            record["nll_oracle"] = self.mean_token_nll(samples, model="oracle")
+            record["nll_test"] = self.mean_token_nll(self.test_data)
         else:
             samples = self.sample(self.text_config.num_bleu_samples, seed=eval_seed)
-            record["nll_test"] = metrics.mean_token_nll(self.generator, self.test_data, end_token=self.end_token)
+            record["nll_test"] = self.mean_token_nll(self.test_data)
             record.update(self._text_scores([self.corpus.vocabulary.decode(row) for row in samples.numpy()]))
             self._write_samples(phase, step, samples)
         count = min(t.num_discriminator_eval_samples, int(self.test_data.shape[0]))
         if count:
             fake = samples[:count]
             real = self.test_data[:count]
-            record["d_accuracy_real"] = float(tf.reduce_mean(tf.cast(self.real_probability(real) > 0.5, tf.float32)))
-            record["d_accuracy_fake"] = float(tf.reduce_mean(tf.cast(self.real_probability(fake) <= 0.5, tf.float32)))
+            record["d_accuracy_real"] = self.share_judged_real(real)
+            record["d_accuracy_fake"] = 1.0 - self.share_judged_real(fake)
         record.update(extra or {})
         record["eval_seconds"] = round(time.perf_counter() - began, 3)
         record["elapsed_seconds"] = round(time.perf_counter() - self._started, 3)
@@ -369,7 +559,7 @@ class SeqGANTrainer:
     def _write_samples(self, phase, step, samples):
         """Decoded samples to run_dir/samples/<phase>_<step>.txt; a few on the terminal."""
         lines = self.corpus.decode(samples)
-        folder = os.path.join(self.run_config.run_dir, "samples")
+        folder = os.path.join(self.output_dir, "samples")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"{phase}_{int(step):04d}.txt")
         with open(path + ".tmp", "w", encoding="utf-8") as stream:
@@ -401,7 +591,14 @@ class SeqGANTrainer:
             )
 
     def _save(self):
-        return self.checkpoint_manager.save()
+        """A checkpoint written by the chief. Every worker takes part in the
+        save (it may need collective ops); the others write theirs to a
+        scratch folder and delete it."""
+        if self.is_chief:
+            return self.checkpoint_manager.save()
+        with distribute.ScratchDir() as scratch:
+            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save()
+        return self.checkpoint_manager.latest_checkpoint
 
     def request_stop(self):
         """Asks the run to checkpoint and raise TrainingInterrupted after the
@@ -420,8 +617,8 @@ class SeqGANTrainer:
 
     def run_mle_epoch(self, epoch):
         """One pass of MLE steps over the shuffled real data; the mean loss."""
-        batches = self._shuffled_batches(self.real_data)
-        bar = self._progress(len(batches), f"MLE epoch {epoch}/{self.train_config.mle_epochs}")
+        batches, count = self._shuffled_batches(self.real_data)
+        bar = self._progress(count, f"MLE epoch {epoch}/{self.train_config.mle_epochs}")
         total = 0.0
         for index, (tokens,) in enumerate(batches):
             loss = float(self.mle_step(tokens))
@@ -430,7 +627,7 @@ class SeqGANTrainer:
             total += loss
             if bar:
                 bar.update(index + 1, [("g_loss", loss)])
-        return total / max(1, len(batches))
+        return total / max(1, count)
 
     def train_mle(self):
         t = self.train_config
@@ -454,9 +651,9 @@ class SeqGANTrainer:
         labels = tf.concat([tf.ones([positives.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
         losses_, accuracies = [], []
         for epoch in range(epochs):
-            batches = self._shuffled_batches(tokens, labels)
-            seeds = self._step_seeds(len(batches))
-            bar = self._progress(len(batches), f"{phase} round {step}, D epoch {epoch + 1}/{epochs}")
+            batches, count = self._shuffled_batches(tokens, labels)
+            seeds = self._step_seeds(count)
+            bar = self._progress(count, f"{phase} round {step}, D epoch {epoch + 1}/{epochs}")
             for index, (batch_tokens, batch_labels) in enumerate(batches):
                 loss, accuracy = self.discriminator_step(batch_tokens, batch_labels, seeds[index])
                 loss, accuracy = float(loss), float(accuracy)
@@ -485,13 +682,14 @@ class SeqGANTrainer:
 
     def run_generator_step(self, iteration):
         """Sample a batch, reward it by rollouts, one PG step, update beta."""
-        samples = self.sample(self.train_config.batch_size)
+        # Each replica samples, rewards and differentiates its rows of the batch.
+        samples = self.generate_per_replica(tf.constant(self.train_config.batch_size, tf.int32), self.next_seed())
         rewards = self.rewards(samples, self.next_seed())
         loss = float(self.policy_gradient_step(samples, rewards))
         self._check(loss, "adversarial", f"{iteration} (generator)")
         self.update_rollout()
         self._stop_if_requested()
-        return loss, float(tf.reduce_mean(rewards))
+        return loss, float(self.mean_over_replicas(rewards))
 
     def train_adversarial(self):
         t = self.train_config
@@ -556,7 +754,12 @@ class SeqGANTrainer:
         os.makedirs(self.run_config.run_dir, exist_ok=True)
         self._started = time.perf_counter()
         resumed = self.restore_or_start()
-        self.metrics_writer = metrics.MetricsWriter(self.run_config.run_dir)
+        if not self.is_chief:  # metrics and samples of other workers go to a scratch copy
+            self.output_dir = tempfile.mkdtemp(prefix=f"tfseqgan-{distribute.worker_name(self.strategy)}-")
+            chief_metrics = os.path.join(self.run_config.run_dir, metrics.METRICS_FILE)
+            if resumed and os.path.exists(chief_metrics):
+                shutil.copy(chief_metrics, self.output_dir)
+        self.metrics_writer = metrics.MetricsWriter(self.output_dir)
         if resumed:
             position = {
                 p: int(v)
@@ -571,4 +774,15 @@ class SeqGANTrainer:
         self.train_mle()
         self.train_discriminator()
         self.train_adversarial()
+        if not self.is_chief:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
         return self.history
+
+    def weights_digest(self):
+        """SHA-256 over the generator's, rollout copy's and discriminator's
+        weights: equal on every worker of a run that stays in sync."""
+        digest = hashlib.sha256()
+        for model in (self.generator, self.rollout_policy, self.discriminator):
+            for weight in model.weights:
+                digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+        return digest.hexdigest()
