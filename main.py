@@ -3,6 +3,7 @@ random oracle; `--dataset=poems|coco|text` trains on real text instead.
 See flags/*.cfg and README.md."""
 
 import os
+import re
 import signal
 import sys
 
@@ -318,34 +319,54 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
+def parse_flags(argv):
+    """absl's parsing, with a bad flag reported as one line (exit 2) instead
+    of absl's two-line message."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))  # absl's flagfile errors start so
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)
+    from tfseqgan import faults, runlock
+
     try:
+        faults.from_environment()  # test-only fault injection; nothing unless TFSEQGAN_FAULT is set
         model, oracle, train, run, text_config = build_configs()
-    except FlagError as error:
+    except (FlagError, faults.FaultSpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    import tensorflow as tf
+
     from tfseqgan import report
+    from tfseqgan.checkpoints import describe
     from tfseqgan.text import VOCABULARY_FILE, CorpusError
     from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
 
-    corpus = None
+    corpus = trainer = None
+    received = []
     try:
+        # An existing run directory is locked at once, so a second run is refused before any work.
+        lock = runlock.acquire(run.run_dir) if os.path.isdir(run.run_dir) else None
         if text_config.dataset != "synthetic":
             corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
             print(corpus.summary())
         trainer = SeqGANTrainer(model, oracle, train, run, corpus=corpus, text_config=text_config)
-        if trainer.checkpoint_manager.latest_checkpoint and not run.resume:
-            trainer.restore_or_start()  # raises the one-line refusal
+        if not run.resume:
+            trainer.restore_or_start()  # raises the one-line refusal when the directory holds checkpoints
         os.makedirs(run.run_dir, exist_ok=True)
+        lock = lock or runlock.acquire(run.run_dir)
         write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
         if corpus is not None:
             corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
-        received = []
 
         def stop(signum, frame):
             received.append(signum)
@@ -354,22 +375,26 @@ def main(argv):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, stop)
         history = trainer.run()
+        real = trainer.real_text_record
+        table = report.format_table(history, real)
+        print("\n" + table)
+        write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
+        if run.write_plot and history:
+            path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
+            print(f"plot: {path}")
     except TrainingInterrupted as interrupted:
         print(f"interrupted: {interrupted}; continue with --resume --run_dir={run.run_dir}", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
-    except (CorpusError, TrainingError, ValueError) as error:
+    except (CorpusError, TrainingError, ValueError, runlock.RunDirectoryInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    real = trainer.real_text_record
-    table = report.format_table(history, real)
-    print("\n" + table)
-    write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
-    if run.write_plot and history:
-        path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
-        print(f"plot: {path}")
+    except (OSError, tf.errors.OpError) as error:  # a full disk, a file that cannot be written, ...
+        latest = trainer.checkpoint_manager.latest_checkpoint if trainer else None
+        print(f"error: {describe(error)}. Last good checkpoint: {latest or 'none yet'}", file=sys.stderr)
+        return 1
     print(f"run directory: {run.run_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
