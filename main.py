@@ -2,6 +2,7 @@
 random oracle; `--dataset=poems|coco|text` trains on real text instead.
 See flags/*.cfg and README.md."""
 
+import math
 import os
 import re
 import signal
@@ -199,8 +200,18 @@ def _int_list(name):
     return tuple(values)
 
 
+def _check_finite_floats():
+    """absl's bounds let NaN through (every comparison with it is false), and Inf past an upper-bound-free flag."""
+    for _, names in SECTIONS:
+        for name in names:
+            value = FLAGS[name].value
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FlagError(f"--{name}={value}: expected a finite number")
+
+
 def build_configs():
     """Turns the flags into the library's typed configs (raises FlagError)."""
+    _check_finite_floats()
     windows, filters = _int_list("window_sizes"), _int_list("num_filters")
     if len(windows) != len(filters):
         raise FlagError(f"--window_sizes has {len(windows)} values but --num_filters has {len(filters)}")

@@ -15,7 +15,7 @@ from tfseqgan.text import END_ID, PAD_ID, RESERVED_TOKENS, START_ID, Vocabulary
 
 # Each example of the TensorFlow-backed properties costs a few milliseconds; the counts are per test.
 FAST = settings(max_examples=300, deadline=None, database=None)
-TF_BOUND = settings(max_examples=150, deadline=None, database=None)
+TF_BOUND = settings(max_examples=100, deadline=None, database=None)
 
 # Any Unicode text (surrogates cannot be UTF-8), with the characters that tend to
 # break tokenizers drawn often: every whitespace character, the BOM, joiners,
