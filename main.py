@@ -10,6 +10,17 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _stop_while_starting(signum, frame):
+    """SIGINT/SIGTERM before training has begun: nothing to save, so exit at once."""
+    print(f"interrupted: stopped while starting (signal {signum}); nothing to save", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # until the trainer installs its own handlers (TensorFlow takes seconds to load)
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, _stop_while_starting)
+
 from absl import app, flags, logging  # noqa: E402
 
 from tfseqgan import config as config_lib  # noqa: E402
@@ -346,6 +357,11 @@ def main(argv):
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)
+    return _run(received=[])
+
+
+def _run(received):
+    """main() after its argument check; `received` collects the signals."""
     from tfseqgan import faults, runlock
 
     try:
@@ -363,7 +379,6 @@ def main(argv):
     from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
 
     corpus = trainer = None
-    received = []
     try:
         # An existing run directory is locked at once, so a second run is refused before any work.
         lock = runlock.acquire(run.run_dir) if os.path.isdir(run.run_dir) else None
