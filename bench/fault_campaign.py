@@ -191,7 +191,7 @@ def external_signal(base, reference, name, signum, delay):
     return entry
 
 
-def damaged_checkpoint(base, reference, reference_dir, name, damage):
+def damaged_checkpoint(base, reference, name, reference_dir, damage):
     """The finished run's newest checkpoint is damaged; resume must fall back to the previous one."""
     run_dir = os.path.join(base, name)
     shutil.copytree(reference_dir, run_dir)
@@ -308,7 +308,11 @@ def main():
         }
         for future in concurrent.futures.as_completed(futures):
             name = futures[future]
-            entry = future.result()
+            try:
+                entry = future.result()
+            except Exception as error:  # a scenario that breaks counts as not recovered
+                entry = {"fault": name, "error": repr(error), "recovered": False, "nothing_lost": False}
+                entry["max_metric_difference"] = float("inf")
             outcomes[name].append(entry)
             print(
                 f"{name}: {entry['fault']}: recovered {entry['recovered']}, "

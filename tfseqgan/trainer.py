@@ -423,12 +423,13 @@ class SeqGANTrainer:
             return manager.save(options=tf.train.CheckpointOptions(experimental_write_callbacks=[commit]))
         except (OSError, tf.errors.OpError, checkpoints.CheckpointCorrupt) as error:
             prefix = written[-1] if written else None
+            cleanup = ""
             if prefix and prefix not in checkpoints.recorded(manager.directory):
                 checkpoints.discard(prefix)
-            reason = checkpoints.describe(error)
+                cleanup = "; its partial files are removed"
             raise TrainingError(
-                f"could not write checkpoint {prefix or manager.directory} ({reason}); its partial files are "
-                f"removed. Last good checkpoint: {previous or 'none yet'} (untouched); "
+                f"could not write checkpoint {prefix or manager.directory} ({checkpoints.describe(error)}){cleanup}. "
+                f"Last good checkpoint: {previous or 'none yet'} (untouched); "
                 "continue with --resume once the cause is fixed"
             ) from None
 
