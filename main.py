@@ -2,11 +2,24 @@
 random oracle; `--dataset=poems|coco|text` trains on real text instead.
 See flags/*.cfg and README.md."""
 
+import math
 import os
+import re
 import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _stop_while_starting(signum, frame):
+    """SIGINT/SIGTERM before training has begun: nothing to save, so exit at once."""
+    print(f"interrupted: stopped while starting (signal {signum}); nothing to save", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # until the trainer installs its own handlers (TensorFlow takes seconds to load)
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, _stop_while_starting)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -219,8 +232,18 @@ def _int_list(name):
     return tuple(values)
 
 
+def _check_finite_floats():
+    """absl's bounds let NaN through (every comparison with it is false), and Inf past an upper-bound-free flag."""
+    for _, names in SECTIONS:
+        for name in names:
+            value = FLAGS[name].value
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FlagError(f"--{name}={value}: expected a finite number")
+
+
 def build_configs():
     """Turns the flags into the library's typed configs (raises FlagError)."""
+    _check_finite_floats()
     windows, filters = _int_list("window_sizes"), _int_list("num_filters")
     if len(windows) != len(filters):
         raise FlagError(f"--window_sizes has {len(windows)} values but --num_filters has {len(filters)}")
@@ -344,18 +367,40 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
+def parse_flags(argv):
+    """absl's parsing, with a bad flag reported as one line (exit 2) instead
+    of absl's two-line message."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        message = re.sub(r"^ERROR:+\s*", "", " ".join(str(error).split()))  # absl's flagfile errors start so
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)
+    return _run(received=[])
+
+
+def _run(received):
+    """main() after its argument check; `received` collects the signals."""
+    from tfseqgan import faults, runlock
+
     try:
+        faults.from_environment()  # test-only fault injection; nothing unless TFSEQGAN_FAULT is set
         model, oracle, train, run, text_config = build_configs()
-    except FlagError as error:
+    except (FlagError, faults.FaultSpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    import tensorflow as tf
+
     from tfseqgan import distribute, report
+    from tfseqgan.checkpoints import describe
     from tfseqgan.text import VOCABULARY_FILE, CorpusError
     from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
 
@@ -364,26 +409,28 @@ def main(argv):
     except (ValueError, RuntimeError) as error:
         print(f"error: --strategy={FLAGS.strategy}: {error}", file=sys.stderr)
         return 2
-    chief = distribute.is_chief(strategy)
+    chief = distribute.is_chief(strategy)  # only the chief locks and writes the run directory
     if strategy.num_replicas_in_sync > 1 or not chief:
         print(
             f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas; this process: "
             f"{distribute.worker_name(strategy)}{' (chief)' if chief else ''}"
         )
-    corpus = None
+    corpus = trainer = None
     try:
+        # An existing run directory is locked at once, so a second run is refused before any work.
+        lock = runlock.acquire(run.run_dir) if chief and os.path.isdir(run.run_dir) else None
         if text_config.dataset != "synthetic":
             corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
             print(corpus.summary())
         trainer = SeqGANTrainer(model, oracle, train, run, corpus=corpus, text_config=text_config, strategy=strategy)
-        if trainer.checkpoint_manager.latest_checkpoint and not run.resume:
-            trainer.restore_or_start()  # raises the one-line refusal
+        if not run.resume:
+            trainer.restore_or_start()  # raises the one-line refusal when the directory holds checkpoints
         os.makedirs(run.run_dir, exist_ok=True)
         if chief:
+            lock = lock or runlock.acquire(run.run_dir)
             write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
             if corpus is not None:
                 corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
-        received = []
 
         def stop(signum, frame):
             received.append(signum)
@@ -392,26 +439,30 @@ def main(argv):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, stop)
         history = trainer.run()
+        if distribute.num_workers(strategy) > 1:
+            print(f"weights sha256 ({distribute.worker_name(strategy)}): {trainer.weights_digest()}")
+        if not chief:
+            return 0
+        real = trainer.real_text_record
+        table = report.format_table(history, real)
+        print("\n" + table)
+        write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
+        if run.write_plot and history:
+            path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
+            print(f"plot: {path}")
     except TrainingInterrupted as interrupted:
         print(f"interrupted: {interrupted}; continue with --resume --run_dir={run.run_dir}", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
-    except (CorpusError, TrainingError, ValueError) as error:
+    except (CorpusError, TrainingError, ValueError, runlock.RunDirectoryInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if distribute.num_workers(strategy) > 1:
-        print(f"weights sha256 ({distribute.worker_name(strategy)}): {trainer.weights_digest()}")
-    if not chief:
-        return 0
-    real = trainer.real_text_record
-    table = report.format_table(history, real)
-    print("\n" + table)
-    write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
-    if run.write_plot and history:
-        path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
-        print(f"plot: {path}")
+    except (OSError, tf.errors.OpError) as error:  # a full disk, a file that cannot be written, ...
+        latest = trainer.checkpoint_manager.latest_checkpoint if trainer else None
+        print(f"error: {describe(error)}. Last good checkpoint: {latest or 'none yet'}", file=sys.stderr)
+        return 1
     print(f"run directory: {run.run_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -74,6 +74,19 @@ class MetricsWriter:
 
 
 def read_metrics(path):
-    """The records of a metrics.jsonl file."""
+    """The records of a metrics.jsonl file. A last line cut short (a run
+    killed while appending it) is left out: its evaluation came after the
+    newest checkpoint, so a resumed run makes it again."""
     with open(path, encoding="utf-8") as stream:
-        return [json.loads(line) for line in stream if line.strip()]
+        lines = stream.read().split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: an unfinished append
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON record") from None
+    return records

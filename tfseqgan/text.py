@@ -34,6 +34,10 @@ DATASETS = {
     "coco": {"train": "coco/train.txt", "test": "coco/test.txt", "tokenizer": "word"},
 }
 
+# Whitespace as Python's str.isspace() has it (RE2's \s alone is ASCII only):
+# the ideographic space U+3000, no-break spaces, line and paragraph separators.
+WHITESPACE = r"[\s\v\x{1c}-\x{1f}\x{85}\p{Z}]"
+
 # Control characters that never occur in text (tab, newline and carriage
 # return excepted): their presence means the file is binary.
 _BINARY_BYTES = bytes(b for b in range(32) if b not in (9, 10, 13)) + b"\x7f"
@@ -84,10 +88,10 @@ def read_lines(path):
 def tokenize_tensor(lines, tokenizer):
     """(lines,) tf.string -> ragged (lines, None) tf.string tokens."""
     if tokenizer == "char":
-        return tf.strings.unicode_split(tf.strings.regex_replace(lines, r"\s+", ""), "UTF-8")
+        return tf.strings.unicode_split(tf.strings.regex_replace(lines, WHITESPACE + "+", ""), "UTF-8")
     if tokenizer == "word":
         # Punctuation and symbols become tokens of their own; whitespace only separates.
-        return tf_text.regex_split(tf_text.case_fold_utf8(lines), r"\s+|[\p{P}\p{S}]", r"[\p{P}\p{S}]")
+        return tf_text.regex_split(tf_text.case_fold_utf8(lines), WHITESPACE + r"+|[\p{P}\p{S}]", r"[\p{P}\p{S}]")
     raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZERS)}")
 
 
@@ -181,7 +185,20 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path):
-        tokens = read_lines(path)
+        """Reads a file written by `save`: each line is a token, exactly (no
+        stripping: a token may be any non-whitespace character, U+FEFF too)."""
+        if not os.path.isfile(path):
+            raise CorpusError(f"{path}: no such file")
+        with open(path, "rb") as stream:
+            data = stream.read()
+        try:
+            tokens = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"{path}: not UTF-8 (byte offset {error.start}); not a tfseqgan vocabulary") from None
+        if tokens and tokens[-1] == "":
+            tokens.pop()
+        if "" in tokens:
+            raise CorpusError(f"{path}:{tokens.index('') + 1}: empty line; not a tfseqgan vocabulary")
         try:
             return cls(tokens)
         except ValueError as error:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseqgan import bleu, distribute, losses, metrics, oracle, rollout, sampler, text
+from tfseqgan import bleu, checkpoints, distribute, faults, losses, metrics, oracle, rollout, sampler, text
 from tfseqgan.config import TextConfig
 from tfseqgan.discriminator import Discriminator
 from tfseqgan.generator import Generator
@@ -196,10 +196,8 @@ class SeqGANTrainer:
                 if scale is not None
             },
         )
-        self.checkpoint_manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            os.path.join(run_config.run_dir, "checkpoints"),
-            max_to_keep=run_config.checkpoints_to_keep,
+        self.checkpoint_manager = checkpoints.open_manager(
+            self.checkpoint, os.path.join(run_config.run_dir, "checkpoints"), run_config.checkpoints_to_keep, self.log
         )
         self._build_steps()
         self.stop_requested = False
@@ -583,6 +581,7 @@ class SeqGANTrainer:
 
     # ---------------------------------------------------------------- phases
     def _check(self, loss, phase, step):
+        loss = faults.arrive(f"{phase}_step", loss)
         if not _finite(loss):
             latest = self.checkpoint_manager.latest_checkpoint or "none yet"
             raise TrainingError(
@@ -591,14 +590,45 @@ class SeqGANTrainer:
             )
 
     def _save(self):
-        """A checkpoint written by the chief. Every worker takes part in the
-        save (it may need collective ops); the others write theirs to a
-        scratch folder and delete it."""
-        if self.is_chief:
-            return self.checkpoint_manager.save()
-        with distribute.ScratchDir() as scratch:
-            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save()
-        return self.checkpoint_manager.latest_checkpoint
+        """Writes a checkpoint; it is synced and read back whole before the
+        state file names it and before rotation deletes the oldest one.
+        Only the chief writes into the run directory: every worker takes part
+        in a save (it may need collective ops), the others into a scratch
+        folder that is deleted.
+
+        Raises:
+            TrainingError: the write failed (a full disk, ...): its partial
+                files are removed, and the previous checkpoint is untouched.
+        """
+        if not self.is_chief:
+            with distribute.ScratchDir() as scratch:
+                tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save()
+            return self.checkpoint_manager.latest_checkpoint
+        manager = self.checkpoint_manager
+        previous = manager.latest_checkpoint
+        written = []
+
+        def commit(prefix):  # TensorFlow calls it once the files are complete, before the state file
+            written.append(prefix)
+            checkpoints.sync(prefix)
+            checkpoints.verify(prefix)
+            faults.arrive("checkpoint_commit")
+
+        try:
+            faults.arrive("checkpoint_write")
+            written.append(os.path.join(manager.directory, f"ckpt-{int(self.checkpoint.save_counter) + 1}"))
+            return manager.save(options=tf.train.CheckpointOptions(experimental_write_callbacks=[commit]))
+        except (OSError, tf.errors.OpError, checkpoints.CheckpointCorrupt) as error:
+            prefix = written[-1] if written else None
+            cleanup = ""
+            if prefix and prefix not in checkpoints.recorded(manager.directory):
+                checkpoints.discard(prefix)
+                cleanup = "; its partial files are removed"
+            raise TrainingError(
+                f"could not write checkpoint {prefix or manager.directory} ({checkpoints.describe(error)}){cleanup}. "
+                f"Last good checkpoint: {previous or 'none yet'} (untouched); "
+                "continue with --resume once the cause is fixed"
+            ) from None
 
     def request_stop(self):
         """Asks the run to checkpoint and raise TrainingInterrupted after the
@@ -675,10 +705,10 @@ class SeqGANTrainer:
                 t.discriminator_negatives, t.discriminator_epochs, "discriminator", round_
             )
             self.discriminator_round.assign(round_)
-            self._save()
             last = round_ == t.discriminator_pretrain_rounds
             if last or round_ % max(1, t.mle_eval_every) == 0:
                 self.evaluate("discriminator", round_, {"d_loss": d_loss, "d_train_accuracy": d_accuracy})
+            self._save()  # after the evaluation, as in the other phases: a kill between them repeats the round
 
     def run_generator_step(self, iteration):
         """Sample a batch, reward it by rollouts, one PG step, update beta."""
@@ -728,26 +758,72 @@ class SeqGANTrainer:
 
     # ------------------------------------------------------------------- run
     def restore_or_start(self):
-        """Restores the newest checkpoint with --resume; refuses to overwrite
-        a run that has one without it."""
-        latest = self.checkpoint_manager.latest_checkpoint
-        if latest and not self.run_config.resume:
+        """Restores the newest readable checkpoint with --resume; refuses to
+        overwrite a run that has one without it.
+
+        A checkpoint that cannot be read (a truncated or corrupted file, a
+        missing one) is reported by a warning naming the file, set aside as
+        `*.corrupt`, and the previous one is tried.
+
+        Raises:
+            TrainingError: checkpoints but no --resume, or none readable.
+        """
+        manager = self.checkpoint_manager
+        found = checkpoints.candidates(manager, self.log)
+        if found and not self.run_config.resume:
             raise TrainingError(
-                f"{self.run_config.run_dir} already holds a run (checkpoint {latest}); "
+                f"{self.run_config.run_dir} already holds a run (checkpoint {found[0]}); "
                 "pass --resume to continue it or choose another --run_dir"
             )
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            # The learning rates are optimizer variables, so the checkpoint brought
-            # back the old ones: the flags of this run win.
-            self.mle_optimizer.learning_rate.assign(self.train_config.generator_learning_rate)
-            self.pg_optimizer.learning_rate.assign(self.train_config.policy_gradient_learning_rate)
-            self.discriminator_optimizer.learning_rate.assign(self.train_config.discriminator_learning_rate)
-            self.log(
-                f"resumed from {latest}: MLE epoch {int(self.mle_epoch)}, D round {int(self.discriminator_round)}, "
-                f"adversarial iteration {int(self.adversarial_iteration)}"
-            )
-        return latest
+        broken = []
+        for prefix in found:
+            try:
+                checkpoints.verify(prefix)
+            except checkpoints.CheckpointCorrupt as error:
+                self.log(f"warning: checkpoint {prefix} is damaged: {error}; trying the previous one")
+                broken.append((prefix, error))
+                continue
+            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            break
+        else:
+            if broken:
+                raise TrainingError(
+                    f"no readable checkpoint in {manager.directory}: "
+                    + "; ".join(str(error) for _, error in broken)
+                    + ". Start afresh in another --run_dir"
+                )
+            return None
+        if broken:
+            self._set_aside(broken, prefix)
+        # The learning rates are optimizer variables, so the checkpoint brought
+        # back the old ones: the flags of this run win.
+        self.mle_optimizer.learning_rate.assign(self.train_config.generator_learning_rate)
+        self.pg_optimizer.learning_rate.assign(self.train_config.policy_gradient_learning_rate)
+        self.discriminator_optimizer.learning_rate.assign(self.train_config.discriminator_learning_rate)
+        self.log(
+            f"resumed from {prefix}: MLE epoch {int(self.mle_epoch)}, D round {int(self.discriminator_round)}, "
+            f"adversarial iteration {int(self.adversarial_iteration)}"
+        )
+        return prefix
+
+    def _set_aside(self, broken, restored):
+        """Moves broken checkpoints out of the way (`*.corrupt`), makes the
+        state file name the restored one as the newest, and reopens the
+        manager on it, so later saves and rotation never count them."""
+        directory = self.checkpoint_manager.directory
+        bad = {os.path.basename(prefix) for prefix, _ in broken}
+        for prefix, _ in broken:
+            checkpoints.set_aside(prefix)
+        kept = [
+            p
+            for p in checkpoints.recorded(directory) or [restored]
+            if os.path.basename(p) not in bad and checkpoints.number(p) <= checkpoints.number(restored)
+        ]
+        checkpoints.record(directory, sorted(set(kept) | {restored}, key=checkpoints.number))
+        self.checkpoint_manager = checkpoints.open_manager(
+            self.checkpoint, directory, self.run_config.checkpoints_to_keep, self.log
+        )
+        self.log(f"set aside {', '.join(sorted(bad))} in {directory} as *{checkpoints.CORRUPT_SUFFIX}")
 
     def run(self):
         """Runs (or resumes) all three phases; returns the evaluation records."""

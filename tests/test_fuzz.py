@@ -1,0 +1,198 @@
+"""Fuzzing the edges a user controls: corpus files of random bytes and random
+flag values must end in a one-line error (or a valid result), never in a
+traceback. Hypothesis drives the in-process checks; a few seeded random
+command lines go through `python main.py` to check the exit code and stderr."""
+
+import contextlib
+import dataclasses
+import io
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from test_main import PARALLEL_PROCESSES, RUN_TIMEOUT_S, environment
+
+import main
+from tfseqgan import config, text
+
+# Corpus bytes: pure noise, or lines of any text (some valid, some with control bytes, BOMs, bad UTF-8) joined.
+line_bytes = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=30).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b"", b"\xef\xbb\xbf", b"\r", b"\xff\xfe", b"\xe6\x98", b"a b c", b" \t "]),
+)
+corpus_bytes = st.one_of(st.binary(max_size=400), st.lists(line_bytes, max_size=12).map(b"\n".join))
+# Readable lines (any printable Unicode) most of the time, so that many draws make a corpus; noise otherwise.
+readable_line = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12).map(str.encode)
+readable = st.lists(readable_line, min_size=2, max_size=10).map(b"\n".join)
+corpus_file = st.one_of(readable, readable, readable, corpus_bytes)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def one_line(message):
+    return message and "\n" not in message
+
+
+@settings(max_examples=1000, deadline=None, database=None)
+@given(data=corpus_bytes)
+def test_read_lines_returns_text_or_one_line_error(scratch, data):
+    path = scratch / "corpus.txt"
+    path.write_bytes(data)
+    try:
+        lines = text.read_lines(str(path))
+    except text.CorpusError as error:
+        assert one_line(str(error)) and str(error).startswith(str(path)), str(error)
+        event(f"error: {str(error)[len(str(path)) :].split('(')[0].strip(':0123456789 ')[:20]}")
+        return
+    event("text")
+    assert lines and all(isinstance(line, str) and line == line.strip() and line for line in lines)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    train=corpus_file,
+    test=corpus_file,
+    tokenizer=st.sampled_from(["", "char", "word"]),
+    overlong=st.sampled_from(text.OVERLONG_POLICIES),
+)
+def test_load_corpus_returns_a_corpus_or_one_line_error(scratch, train, test, tokenizer, overlong):
+    (scratch / "train.txt").write_bytes(train)
+    (scratch / "test.txt").write_bytes(test)
+    text_config = config.TextConfig(
+        dataset="text",
+        train_file=str(scratch / "train.txt"),
+        test_file=str(scratch / "test.txt"),
+        tokenizer=tokenizer,
+        overlong=overlong,
+    )
+    model = config.ModelConfig(sequence_length=6, window_sizes=(1, 2), num_filters=(2, 2))
+    run = config.RunConfig(run_dir=str(scratch / "no_run"))
+    try:
+        corpus, model = main.load_corpus(text_config, model, config.TrainConfig(batch_size=2), run)
+    except ValueError as error:  # CorpusError is one; main prints both as "error: ..."
+        assert isinstance(error, text.CorpusError) and one_line(str(error)), repr(error)
+        event("one-line error")
+        return
+    event("a corpus")
+    assert model.vocabulary_size == len(corpus.vocabulary) and corpus.train_ids.shape[0] >= 2
+    assert not (scratch / "no_run").exists()
+
+
+# ------------------------------------------------------------------- flags
+FLAG_NAMES = [name for _, names in main.SECTIONS for name in names]
+# Argument strings as a shell could pass them (no NUL), numbers of every kind, and each flag's own values.
+printable = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
+numbers = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["nan", "-inf", "inf", "1e400", "0x10", "1_000", " 3", "", "-0", "1,2", ",", "1,,2"]),
+)
+
+
+def value_for(name):
+    flag = main.FLAGS[name]
+    own = [str(flag.default)] + list(getattr(flag.parser, "enum_values", None) or [])
+    return st.one_of(printable, numbers, st.sampled_from(own))
+
+
+flag_arguments = st.lists(
+    st.sampled_from(FLAG_NAMES).flatmap(lambda name: value_for(name).map(lambda value: f"--{name}={value}")),
+    max_size=4,
+)
+
+
+@pytest.fixture
+def unparsed_flags():
+    main.FLAGS.unparse_flags()
+    yield
+    main.FLAGS.unparse_flags()
+
+
+@settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arguments=flag_arguments)
+def test_random_flag_values_give_configs_or_one_line_error(unparsed_flags, arguments):
+    main.FLAGS.unparse_flags()
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            main.parse_flags(["main.py", *arguments])
+        except SystemExit as exit_:
+            assert exit_.code == 2
+            lines = stderr.getvalue().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), lines
+            event("parse error")
+            return
+    try:
+        configs = main.build_configs()
+    except main.FlagError as error:
+        assert one_line(str(error)) and "--" in str(error), str(error)
+        event("FlagError")
+        return
+    event("configs")
+    model, _, train, run, _ = configs
+    assert dataclasses.is_dataclass(model) and train.batch_size >= 1 and isinstance(run.run_dir, str)
+    for value in dataclasses.asdict(train).values():  # no NaN or Inf reaches the library
+        assert not isinstance(value, float) or value == value and abs(value) != float("inf")
+
+
+# ------------------------------------------------------------ through main.py
+TF_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ )")
+
+
+def cli_cases(folder):
+    """Seeded random bad command lines: name -> (args, expected exit code)."""
+    rng = random.Random(6)
+    junk = "".join(rng.choice("xyz%$#@!é漢 -") for _ in range(8))
+    (folder / "random.bin").write_bytes(bytes(rng.randrange(256) for _ in range(2000)))
+    (folder / "good.txt").write_text("a b c\n" * 40, encoding="utf-8")
+    int_flag = rng.choice([n for n in FLAG_NAMES if isinstance(main.FLAGS[n].default, int)])
+    float_flag = rng.choice([n for n in FLAG_NAMES if isinstance(main.FLAGS[n].default, float)])
+    enum_flag = rng.choice(["dataset", "tokenizer", "overlong"])
+    return {
+        "int_flag": ([f"--{int_flag}={junk}"], 2),
+        "float_flag_nan": ([f"--{float_flag}=nan"], 2),
+        "enum_flag": ([f"--{enum_flag}={junk}"], 2),
+        "random_bytes_corpus": (
+            ["--dataset=text", f"--train_file={folder / 'random.bin'}", f"--test_file={folder / 'good.txt'}"],
+            1,
+        ),
+    }
+
+
+def test_random_bad_command_lines_exit_with_one_error_line_and_no_traceback(tmp_path):
+    cases = cli_cases(tmp_path)
+    pending, running, results = list(cases.items()), {}, {}
+    while pending or running:
+        while pending and len(running) < PARALLEL_PROCESSES:
+            name, (args, _) = pending.pop(0)
+            running[name] = subprocess.Popen(
+                [sys.executable, "main.py", *args, f"--run_dir={tmp_path / 'runs' / name}"],
+                cwd=REPO_ROOT,
+                env=environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        name, process = next(iter(running.items()))
+        try:
+            results[name] = (*process.communicate(timeout=RUN_TIMEOUT_S), process.returncode)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        del running[name]
+    for name, (_stdout, stderr, returncode) in results.items():
+        assert returncode == cases[name][1], (name, stderr[-2000:])
+        assert "Traceback" not in stderr
+        messages = [line for line in stderr.splitlines() if line.strip() and not TF_LOG.match(line)]
+        assert len(messages) == 1 and messages[0].startswith("error: "), (name, messages)
+        assert not (tmp_path / "runs" / name).exists()
