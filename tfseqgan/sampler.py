@@ -1,6 +1,6 @@
-"""The one sampling loop: free sampling, Monte-Carlo rollout from prefixes and
-prefix-conditioned generation are all `sample_sequences` with different given
-tokens and start positions."""
+"""The one sampling loop: free sampling, Monte-Carlo rollout from prefixes,
+prefix-conditioned and constrained generation are all `sample_sequences` with
+different given tokens, start positions and "keep these given tokens" masks."""
 
 import math
 
@@ -50,6 +50,32 @@ def categorical_sample(logits, seed, block_size=None):
         (batch,) int32 ids.
     """
     logits = tf.convert_to_tensor(logits, tf.float32)
+    uniforms = tf.random.stateless_uniform([tf.shape(logits)[0], 2], seed=seed)  # (batch, 2)
+    return inverse_cdf_sample(logits, uniforms, block_size)
+
+
+def _last_index_at_most_by_counting(cdf, target):
+    """`_last_index_at_most` from comparisons and sums only (no searchsorted,
+    no nextafter, which tf2onnx cannot convert): the same index."""
+    at_most = tf.reduce_sum(tf.cast(cdf <= target[:, tf.newaxis], tf.int32), axis=1)
+    below_total = tf.reduce_sum(tf.cast(cdf < cdf[:, -1:], tf.int32), axis=1)  # first entry reaching the total
+    return tf.minimum(at_most, below_total)
+
+
+def inverse_cdf_sample(logits, uniforms, block_size=None, portable=False):
+    """The draw of `categorical_sample` from given uniforms.
+
+    Args:
+        logits: (batch, vocab) float32.
+        uniforms: (batch, 2) float32 in [0, 1): the block's and the id's.
+        block_size: ids per block; None picks `default_block_size(vocab)`.
+        portable: find the index in each CDF by counting entries instead of
+            `tf.searchsorted`, so the graph converts to ONNX; same ids.
+
+    Returns:
+        (batch,) int32 ids.
+    """
+    logits = tf.convert_to_tensor(logits, tf.float32)
     vocab = logits.shape[-1]
     if block_size is None:
         block_size = default_block_size(vocab)
@@ -60,14 +86,14 @@ def categorical_sample(logits, seed, block_size=None):
     if pad:
         probs = tf.pad(probs, [[0, 0], [0, pad]])
     probs = tf.reshape(probs, [batch, num_blocks, block_size])
-    uniforms = tf.random.stateless_uniform([batch, 2], seed=seed)  # (batch, 2)
+    find = _last_index_at_most_by_counting if portable else _last_index_at_most
 
     # If u * total rounds up to total, stop at the last block (id) with mass,
     # never past it (nor into padding).
     block_cdf = tf.cumsum(tf.reduce_sum(probs, axis=2), axis=1)  # (batch, blocks)
-    block = _last_index_at_most(block_cdf, uniforms[:, 0] * block_cdf[:, -1])
+    block = find(block_cdf, uniforms[:, 0] * block_cdf[:, -1])
     inner_cdf = tf.cumsum(tf.gather(probs, block, batch_dims=1), axis=1)  # (batch, block_size)
-    offset = _last_index_at_most(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
+    offset = find(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
     return block * block_size + offset
 
 
@@ -81,10 +107,13 @@ def sample_sequences(
     temperature=1.0,
     greedy=False,
     chunk_size=1024,
+    keep_mask=None,
+    logit_bias=None,
 ):
     """Runs the decoding loop, keeping given tokens before each row's start.
 
-    Row n keeps given_tokens[n, :start_positions[n]] and samples the rest.
+    Row n keeps given_tokens[n, :start_positions[n]] and samples the rest,
+    except where `keep_mask` asks to keep a given token later on too.
     Rows are sorted by start position and decoded in chunks of `chunk_size`
     rows (a step's logits, 20 MB at vocabulary 5000, outgrow the cache
     anyway, and larger chunks take fewer steps); inside a chunk a step computes
@@ -107,6 +136,12 @@ def sample_sequences(
             skips the division).
         greedy: take the argmax instead of sampling.
         chunk_size: rows decoded together.
+        keep_mask: None or (batch, time) bool: where True, the given token is
+            kept (and fed to the next step) instead of a sampled one, at any
+            position (constrained generation, e.g. the first character of
+            each line of an acrostic).
+        logit_bias: None or (time, vocab) float32 added to the logits of each
+            position before temperature and argmax (-1e9 bans an id there).
 
     Returns:
         (batch, time) int32 tokens.
@@ -130,11 +165,13 @@ def sample_sequences(
     starts = chunked(start_positions, sequence_length)  # (chunks, chunk)
     tokens = chunked(given_tokens, 0)  # (chunks, chunk, time)
     state = tuple(chunked(s, 0) for s in initial_state)
+    keep = () if keep_mask is None else (chunked(tf.convert_to_tensor(keep_mask, tf.bool), False),)
 
     def decode_chunk(elements):
-        index, starts, tokens, state = elements
+        index, starts, tokens, state, *keep_chunk = elements
         chunk_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int64))
         tokens_tm = tf.transpose(tokens)  # (time, chunk)
+        keep_tm = tf.transpose(keep_chunk[0]) if keep_chunk else None  # (time, chunk)
         first = tf.reduce_min(tf.concat([starts, [sequence_length]], axis=0))
 
         def body(position, tokens_tm, state):
@@ -142,6 +179,8 @@ def sample_sequences(
             previous = tokens_tm[tf.maximum(position - 1, 0), :active]
             inputs = tf.where(position > 0, previous, tf.cast(start_token, tf.int32))
             logits, new_state = step_fn(inputs, tuple(s[:active] for s in state))
+            if logit_bias is not None:
+                logits = logits + logit_bias[position]
             if greedy:
                 sampled = tf.argmax(logits, axis=1, output_type=tf.int32)
             else:
@@ -149,6 +188,8 @@ def sample_sequences(
                     logits = logits / temperature
                 step_seed = tf.random.experimental.stateless_fold_in(chunk_seed, tf.cast(position, tf.int64))
                 sampled = categorical_sample(logits, step_seed)
+            if keep_tm is not None:
+                sampled = tf.where(keep_tm[position, :active], tokens_tm[position, :active], sampled)
             state = tuple(
                 tf.ensure_shape(tf.concat([tf.cast(new, old.dtype), old[active:]], axis=0), old.shape)
                 for new, old in zip(new_state, state)
@@ -164,7 +205,7 @@ def sample_sequences(
 
     decoded = tf.map_fn(
         decode_chunk,
-        (tf.range(num_chunks), starts, tokens, state),
+        (tf.range(num_chunks), starts, tokens, state, *keep),
         fn_output_signature=tf.TensorSpec([chunk_size, sequence_length], tf.int32),
         parallel_iterations=1,
     )
@@ -203,4 +244,24 @@ def complete_prefixes(generator, prefixes, prefix_lengths, seed, temperature=1.0
         seed,
         temperature=temperature,
         greedy=greedy,
+    )
+
+
+def sample_with_given_tokens(generator, given_tokens, keep_mask, seed, temperature=1.0, greedy=False, logit_bias=None):
+    """Samples whole sequences from `generator`, keeping given_tokens[n, t]
+    wherever keep_mask[n, t] (constrained generation: the kept tokens are fed
+    on, so what follows them is conditioned on them)."""
+    given_tokens = tf.convert_to_tensor(given_tokens, tf.int32)
+    batch = tf.shape(given_tokens)[0]
+    return sample_sequences(
+        generator.step,
+        given_tokens,
+        tf.zeros([batch], tf.int32),
+        generator.initial_state(batch),
+        generator.start_token,
+        seed,
+        temperature=temperature,
+        greedy=greedy,
+        keep_mask=keep_mask,
+        logit_bias=logit_bias,
     )
