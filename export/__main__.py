@@ -14,7 +14,7 @@ flags.DEFINE_string("run_dir", None, "The training run to export (holds checkpoi
 flags.DEFINE_string("out", "", "Destination folder; empty: RUN/export. Replaced only by a verified export.")
 flags.DEFINE_integer("opset", 17, "ONNX opset of the converted models.", lower_bound=17)
 flags.DEFINE_integer(
-    "num_distribution_samples", 10000, "ONNX samples of the first-token distribution check.", lower_bound=1000
+    "num_distribution_samples", 100_000, "ONNX first tokens drawn for the distribution check.", lower_bound=1000
 )
 flags.DEFINE_integer("seed", 0, "Seed of the verification's draws.", lower_bound=0)
 

@@ -114,7 +114,7 @@ def _phase(name, function, *args, **kwargs):
         raise ExportError(f"{name} failed: {type(error).__name__}: {message}"[:500]) from error
 
 
-def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_samples=10000, seed=0):
+def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_samples=100_000, seed=0):
     """Exports the newest checkpoint of `run_dir` into `out_dir` (default RUN/export).
 
     Returns:

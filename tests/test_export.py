@@ -238,6 +238,11 @@ def test_first_token_check_fails_for_a_wrong_temperature(poem_export):
     assert not verify.first_token_check(at_one, hotter)[2]
 
 
+def test_first_tokens_are_the_first_position_of_the_sampling_loop(poem_export):
+    model = poem_export["onnx"]
+    np.testing.assert_array_equal(model.first_tokens(300, 0.7, seed=4), model.sample(300, 0.7, seed=4)["ids"][:, 0])
+
+
 def test_verification_fails_against_another_generator(poem_export, tmp_path):
     other_run = tmp_path / "other"
     make_run(other_run, "poem", seed=9)
