@@ -26,16 +26,8 @@ import sys
 import numpy as np
 import onnxruntime
 
-from export.limits import (
-    ACROSTIC_LINES,
-    BANNED_LOGIT,
-    MAX_SAMPLES,
-    MAX_TEMPERATURE,
-    MIN_TEMPERATURE,
-    PAD_ID,
-    START_ID,
-    UNKNOWN_ID,
-)
+from export.acrostic import acrostic_bias, line_starts
+from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, PAD_ID, START_ID
 
 METADATA_KEY = "tfseqgan"
 STEP_OUTPUTS = ["next_token", "next_h", "next_c"]
@@ -253,9 +245,8 @@ class OnnxSampler:
 
     def acrostic(self, heads, temperature=1.0, seed=0):
         """Quatrains whose k-th line starts with the k-th character of the head
-        (character vocabularies, sequence length divisible by 4; the end and
-        <unk> tokens are banned so the quatrain fills the sequence with
-        characters)."""
+        (character vocabularies, sequence length divisible by 4), in the form
+        of a quatrain (see export/acrostic.py)."""
         if not self.has_acrostic:
             raise SamplerInputError(
                 f"acrostic needs a character vocabulary and a sequence length divisible by {ACROSTIC_LINES}; "
@@ -264,7 +255,7 @@ class OnnxSampler:
         heads = [heads] if isinstance(heads, str) else list(heads)
         self._check_count(len(heads))
         self._check_temperature(temperature)
-        line_length = self.sequence_length // ACROSTIC_LINES
+        starts = line_starts(self.sequence_length)
         given = np.zeros([len(heads), self.sequence_length], np.int32)
         keep = np.zeros(given.shape, bool)
         for row, head in enumerate(heads):
@@ -275,12 +266,9 @@ class OnnxSampler:
             unknown = [character for character in head if character not in self.ids]
             if unknown:
                 raise SamplerInputError(f"acrostic: not in the vocabulary: {' '.join(unknown)}")
-            for line, character in enumerate(head):
-                given[row, line * line_length] = self.ids[character]
-                keep[row, line * line_length] = True
-        bias = np.zeros([self.sequence_length, self.vocabulary_size], np.float32)
-        if self.end_token is not None:
-            bias[:, [self.end_token, UNKNOWN_ID]] = BANNED_LOGIT
+            given[row, starts] = [self.ids[character] for character in head]
+            keep[row, starts] = True
+        bias = acrostic_bias(self.tokens, self.sequence_length, self.end_token)
         return self._decode(given, keep, temperature, seed, greedy=False, bias=bias)
 
     def score(self, ids):

@@ -16,8 +16,7 @@ Signatures (inputs -> outputs):
 - `acrostic` (character vocabularies whose sequence is a quatrain, time
   divisible by 4): heads (n,) string of 4 characters, temperature, seed ->
   ids, lengths, text: line k (tokens time/4 * k onwards) starts with the k-th
-  character of the head; the end token and <unk> are banned, so the quatrain
-  fills the sequence with characters.
+  character of the head, in the form of a quatrain (see export/acrostic.py).
 
 Every input is checked by the signature itself (`tf.debugging` assertions with
 a message): a bad call fails with InvalidArgumentError naming the input, and
@@ -26,8 +25,8 @@ never returns garbage.
 
 import tensorflow as tf
 
-from export import graph
-from export.limits import ACROSTIC_LINES, BANNED_LOGIT, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE
+from export import acrostic, graph
+from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE
 from tfseqgan import sampler, text
 
 SIGNATURES = ("serving_default", "sample", "complete", "greedy", "score", "acrostic")
@@ -74,6 +73,7 @@ class SamplerModule(tf.Module):
             default_value=-1,
         )
         if self.has_acrostic:
+            self.acrostic_bias = acrostic.acrostic_bias(run_model.tokens, self.sequence_length, self.end_token)
             self.acrostic = tf.function(
                 self._acrostic,
                 input_signature=[
@@ -232,15 +232,12 @@ class SamplerModule(tf.Module):
         with tf.control_dependencies(checks):
             head_ids = tf.reshape(tf.cast(head_ids, tf.int32), [-1, lines])  # (batch, lines)
         batch = tf.shape(head_ids)[0]
-        line_starts = tf.range(lines) * (length // lines)  # (lines,)
+        line_starts = tf.constant(acrostic.line_starts(length), tf.int32)  # (lines,)
         is_head = tf.reduce_any(tf.equal(tf.range(length)[:, tf.newaxis], line_starts), axis=1)  # (time,)
         head_index = tf.cumsum(tf.cast(is_head, tf.int32)) - 1  # line of each position
         given = tf.gather(head_ids, head_index, axis=1)  # (batch, time): the line's head everywhere
         keep = tf.tile(is_head[tf.newaxis], [batch, 1])
-        bias = None
-        if self.end_token is not None:  # a text vocabulary: no early end, no <unk> in the quatrain
-            banned = tf.reduce_sum(tf.one_hot([self.end_token, text.UNKNOWN_ID], self.vocabulary_size), axis=0)
-            bias = tf.tile(banned[tf.newaxis] * BANNED_LOGIT, [length, 1])  # (time, vocab)
+        bias = tf.constant(self.acrostic_bias)  # (time, vocab): the quatrain's form
         tokens = sampler.sample_with_given_tokens(
             self.generator, given, keep, _seed_pair(seed), temperature=temperature, logit_bias=bias
         )

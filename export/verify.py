@@ -14,7 +14,8 @@ export (and by the tests): reload the SavedModel and the ONNX models, then
   position) follows the model's softmax: total variation distance below a
   bound that a correct sampler exceeds with probability at most `FALSE_ALARM`
   (see `first_token_bound`);
-- for character runs, both acrostics put the heads at the line starts.
+- for character runs, both acrostics put the heads at the line starts and
+  keep the form of a quatrain (export/acrostic.py).
 
 Any failure raises `ExportError` naming the check.
 """
@@ -26,7 +27,7 @@ import unicodedata
 import numpy as np
 import tensorflow as tf
 
-from export import graph
+from export import acrostic, graph
 from export.limits import ACROSTIC_LINES
 from export.onnx_model import SAMPLER_FILE
 from export.onnx_sample import OnnxSampler
@@ -169,18 +170,21 @@ def verify_export(run_model, export_dir, num_distribution_samples=100_000, seed=
             f"{total_variation:.4f} > bound {bound:.4f})"
         )
 
-    # Acrostics: the heads at the line starts, on both sides.
+    # Acrostics: the heads at the line starts and the quatrain's form, on both sides.
     heads = acrostic_heads(run_model.tokens) if onnx_model.has_acrostic else None
     if heads is not None:
-        starts = np.arange(ACROSTIC_LINES) * (length // ACROSTIC_LINES)
+        starts = acrostic.line_starts(length)
+        bias = acrostic.acrostic_bias(run_model.tokens, length, end_token)  # (time, vocab)
+        sampled_positions = np.setdiff1d(np.arange(length), starts)
         head_ids = [run_model.tokens.index(character) for character in heads]
         saved_poems = saved.signatures["acrostic"](
             heads=tf.constant([heads] * 4), temperature=tf.constant(1.0), seed=tf.constant(seed, tf.int64)
         )["ids"].numpy()
         onnx_poems = onnx_model.acrostic([heads] * 4, 1.0, seed)["ids"]
         for side, poems in (("SavedModel", saved_poems), ("ONNX", onnx_poems)):
-            banned = np.isin(poems, [end_token, text.UNKNOWN_ID]) if end_token is not None else np.zeros(1, bool)
-            if not np.all(poems[:, starts] == head_ids) or np.any(banned):
-                raise ExportError(f"verification: the {side} acrostic does not start its lines with {heads}")
+            heads_kept = np.all(poems[:, starts] == head_ids)
+            form_kept = np.all(bias[sampled_positions[np.newaxis], poems[:, sampled_positions]] == 0)
+            if not (heads_kept and form_kept):
+                raise ExportError(f"verification: the {side} acrostic lost its heads {heads} or its form")
         figures["acrostic_heads"] = heads
     return figures

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_runs import POEM_LENGTH, POEM_TOKENS, make_run
+from export_runs import POEM_CHARACTERS, POEM_LENGTH, POEM_TOKENS, make_run
 
-from export import pipeline, verify
+from export import acrostic, pipeline, verify
 from export.onnx_sample import OnnxSampler, SamplerInputError
 from export.restore import ExportError, load_run
 from tfseqgan import sampler, text
@@ -221,6 +221,17 @@ def test_acrostic_starts_every_line_with_its_head(poem_export, side):
         assert [POEM_TOKENS[i] for i in row[::2]] == list(head)
         assert text.END_ID not in row and text.UNKNOWN_ID not in row and len(poem) == POEM_LENGTH
         assert poem[::2] == head
+        assert all(character in "，。" for character in poem[1::2])  # every line ends in punctuation
+
+
+def test_acrostic_bias_keeps_the_form_of_a_quatrain():
+    bias = acrostic.acrostic_bias(POEM_TOKENS, POEM_LENGTH, text.END_ID)
+    allowed = [{POEM_TOKENS[i] for i in np.flatnonzero(row == 0)} for row in bias]
+    letters = set(POEM_CHARACTERS) - set("，。") | {text.PAD, text.START}  # the generator bans these two itself
+    assert allowed == [letters, {"，", "。"}] * 4
+    np.testing.assert_array_equal(acrostic.line_starts(24), [0, 6, 12, 18])
+    no_punctuation = acrostic.acrostic_bias(POEM_TOKENS[:4] + list("春夏秋冬"), 8, text.END_ID)
+    assert np.all(no_punctuation[:, 4:] == 0) and np.all(no_punctuation[:, [2, 3]] < 0)
 
 
 def test_first_token_check_fails_for_a_wrong_temperature(poem_export):
