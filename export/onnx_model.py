@@ -1,11 +1,11 @@
 """The ONNX side: a sampler step model and a scorer model, converted with tf2onnx.
 
-A whole decoding loop does not make a good ONNX graph (stateless random ops do
-not convert, and a Loop over TensorLists converts poorly), so the sampler is
-one decoding step (`graph.onnx_step_function`) that `export/onnx_sample.py`
-drives with a small NumPy loop: it feeds the previous token and the LSTM state
-back, draws the step's uniforms from a seeded NumPy generator, and keeps given
-tokens where a prefix or an acrostic asks. The scorer is the whole
+tf2onnx converts neither the TensorFlow sampler's stateless random ops nor
+its `tf.searchsorted`, so the sampler is one decoding step
+(`graph.onnx_step_function`) that `export/onnx_sample.py` drives with a small
+NumPy loop: it feeds the previous token and the LSTM state back, draws the
+step's uniforms from a seeded NumPy generator, and keeps given tokens where a
+prefix or an acrostic asks. The scorer is the whole
 teacher-forced pass (`graph.score_tokens`).
 
 Each model carries a `tfseqgan` metadata entry (JSON: sizes, start and end
