@@ -45,6 +45,12 @@ flags.DEFINE_bool("plot", True, "Write nll_oracle.png (text: bleu.png) into the 
 flags.DEFINE_integer("checkpoints_to_keep", 3, "Checkpoints kept in run_dir/checkpoints.", lower_bound=1)
 _section("Run", "run_dir", "seed", "progress", "plot", "checkpoints_to_keep")
 
+# Export
+flags.DEFINE_bool(
+    "export", True, "At the end, export and verify the generator into RUN/export (SavedModel, ONNX, manifest)."
+)
+_section("Export", "export")
+
 # Oracle (synthetic data)
 flags.DEFINE_string("oracle_weights", "", "Oracle .npz (see README); empty: a seeded random N(0, 1) oracle.")
 flags.DEFINE_integer("oracle_seed", 0, "Seed of the random oracle and of the real/test draws.", lower_bound=0)
@@ -399,6 +405,7 @@ def _run(received):
 
     import tensorflow as tf
 
+    from export.restore import write_model_json
     from tfseqgan import distribute, report
     from tfseqgan.checkpoints import describe
     from tfseqgan.text import VOCABULARY_FILE, CorpusError
@@ -431,6 +438,13 @@ def _run(received):
             write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
             if corpus is not None:
                 corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
+            write_model_json(
+                run.run_dir,
+                trainer.generator,
+                "ids" if corpus is None else corpus.tokenizer,
+                trainer.end_token,
+                text_config.dataset,
+            )
 
         def stop(signum, frame):
             received.append(signum)
@@ -461,6 +475,17 @@ def _run(received):
         print(f"error: {describe(error)}. Last good checkpoint: {latest or 'none yet'}", file=sys.stderr)
         return 1
     print(f"run directory: {run.run_dir}")
+    if FLAGS.export:
+        from export.pipeline import export_run, summary_lines
+        from export.restore import ExportError
+
+        try:
+            manifest = export_run(run.run_dir, os.path.join(run.run_dir, "export"))
+        except ExportError as error:
+            print(f"error: export: {error}", file=sys.stderr)
+            return 1
+        for line in summary_lines(manifest):
+            print(line)
     return 0
 
 

@@ -33,6 +33,7 @@ TINY_FLAGS = [
     "--num_eval_samples=64",
     "--num_discriminator_eval_samples=32",
     "--noprogress",
+    "--noexport",  # the export at the end of a run is tested in test_export_cli.py
 ]
 
 RUN_TIMEOUT_S = 60  # a hang guard: the tiny run takes ~10 s

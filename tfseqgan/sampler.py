@@ -1,6 +1,6 @@
-"""The one sampling loop: free sampling, Monte-Carlo rollout from prefixes and
-prefix-conditioned generation are all `sample_sequences` with different given
-tokens and start positions."""
+"""The one sampling loop: free sampling, Monte-Carlo rollout from prefixes,
+prefix-conditioned and constrained generation are all `sample_sequences` with
+different given tokens, start positions and "keep these given tokens" masks."""
 
 import math
 
@@ -52,6 +52,33 @@ def categorical_sample(logits, seed=None, block_size=None, uniforms=None):
         (batch,) int32 ids.
     """
     logits = tf.convert_to_tensor(logits, tf.float32)
+    if uniforms is None:
+        uniforms = tf.random.stateless_uniform([tf.shape(logits)[0], 2], seed=seed)  # (batch, 2)
+    return inverse_cdf_sample(logits, uniforms, block_size)
+
+
+def _last_index_at_most_by_counting(cdf, target):
+    """`_last_index_at_most` from comparisons and sums only (no searchsorted,
+    no nextafter, which tf2onnx cannot convert): the same index."""
+    at_most = tf.reduce_sum(tf.cast(cdf <= target[:, tf.newaxis], tf.int32), axis=1)
+    below_total = tf.reduce_sum(tf.cast(cdf < cdf[:, -1:], tf.int32), axis=1)  # first entry reaching the total
+    return tf.minimum(at_most, below_total)
+
+
+def inverse_cdf_sample(logits, uniforms, block_size=None, portable=False):
+    """The draw of `categorical_sample` from given uniforms.
+
+    Args:
+        logits: (batch, vocab) float32.
+        uniforms: (batch, 2) float32 in [0, 1): the block's and the id's.
+        block_size: ids per block; None picks `default_block_size(vocab)`.
+        portable: find the index in each CDF by counting entries instead of
+            `tf.searchsorted`, so the graph converts to ONNX; same ids.
+
+    Returns:
+        (batch,) int32 ids.
+    """
+    logits = tf.convert_to_tensor(logits, tf.float32)
     vocab = logits.shape[-1]
     if block_size is None:
         block_size = default_block_size(vocab)
@@ -62,15 +89,14 @@ def categorical_sample(logits, seed=None, block_size=None, uniforms=None):
     if pad:
         probs = tf.pad(probs, [[0, 0], [0, pad]])
     probs = tf.reshape(probs, [batch, num_blocks, block_size])
-    if uniforms is None:
-        uniforms = tf.random.stateless_uniform([batch, 2], seed=seed)  # (batch, 2)
+    find = _last_index_at_most_by_counting if portable else _last_index_at_most
 
     # If u * total rounds up to total, stop at the last block (id) with mass,
     # never past it (nor into padding).
     block_cdf = tf.cumsum(tf.reduce_sum(probs, axis=2), axis=1)  # (batch, blocks)
-    block = _last_index_at_most(block_cdf, uniforms[:, 0] * block_cdf[:, -1])
+    block = find(block_cdf, uniforms[:, 0] * block_cdf[:, -1])
     inner_cdf = tf.cumsum(tf.gather(probs, block, batch_dims=1), axis=1)  # (batch, block_size)
-    offset = _last_index_at_most(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
+    offset = find(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
     return block * block_size + offset
 
 
@@ -104,10 +130,13 @@ def sample_sequences(
     row_ids=None,
     num_rows=None,
     static_shapes=False,
+    keep_mask=None,
+    logit_bias=None,
 ):
     """Runs the decoding loop, keeping given tokens before each row's start.
 
-    Row n keeps given_tokens[n, :start_positions[n]] and samples the rest.
+    Row n keeps given_tokens[n, :start_positions[n]] and samples the rest,
+    except where `keep_mask` asks to keep a given token later on too.
     Rows are sorted by start position and decoded in chunks of `chunk_size`
     rows (a step's logits, 20 MB at vocabulary 5000, outgrow the cache
     anyway, and larger chunks take fewer steps); inside a chunk a step computes
@@ -139,6 +168,12 @@ def sample_sequences(
         static_shapes: compute every row of a chunk at every step and keep
             the given tokens by masking, instead of slicing out the rows
             that are sampling: every shape is static, as XLA needs.
+        keep_mask: None or (batch, time) bool: where True, the given token is
+            kept (and fed to the next step) instead of a sampled one, at any
+            position (constrained generation, e.g. the first character of
+            each line of an acrostic).
+        logit_bias: None or (time, vocab) float32 added to the logits of each
+            position before temperature and argmax (-1e9 bans an id there).
 
     Returns:
         (batch, time) int32 tokens.
@@ -167,8 +202,11 @@ def sample_sequences(
     ids = chunked(tf.cast(row_ids, tf.int32), 0)  # (chunks, chunk)
     tokens = chunked(given_tokens, 0)  # (chunks, chunk, time)
     state = tuple(chunked(s, 0) for s in initial_state)
+    keep = () if keep_mask is None else (chunked(tf.convert_to_tensor(keep_mask, tf.bool), False),)
 
     def next_tokens(logits, position, ids):
+        if logit_bias is not None:
+            logits = logits + logit_bias[position]
         if greedy:
             return tf.argmax(logits, axis=1, output_type=tf.int32)
         if not (isinstance(temperature, float) and temperature == 1.0):
@@ -176,8 +214,9 @@ def sample_sequences(
         return categorical_sample(logits, uniforms=tf.gather(noise[position], ids))
 
     def decode_chunk(elements):
-        starts, ids, tokens, state = elements
+        starts, ids, tokens, state, *keep_chunk = elements
         tokens_tm = tf.transpose(tokens)  # (time, chunk)
+        keep_tm = tf.transpose(keep_chunk[0]) if keep_chunk else None  # (time, chunk)
         first = tf.reduce_min(tf.concat([starts, [sequence_length]], axis=0))
 
         def body(position, tokens_tm, state):
@@ -190,7 +229,8 @@ def sample_sequences(
                     tf.where(sampling[:, tf.newaxis], tf.cast(new, old.dtype), old)
                     for new, old in zip(new_state, state)
                 )
-                column = tf.where(sampling, next_tokens(logits, position, ids), tokens_tm[position])
+                drawn = sampling if keep_tm is None else tf.logical_and(sampling, tf.logical_not(keep_tm[position]))
+                column = tf.where(drawn, next_tokens(logits, position, ids), tokens_tm[position])
             else:  # rows are sorted by start: the first `active` ones are sampling
                 active = tf.reduce_sum(tf.cast(starts <= position, tf.int32))
                 logits, new_state = step_fn(inputs[:active], tuple(s[:active] for s in state))
@@ -198,7 +238,10 @@ def sample_sequences(
                     tf.ensure_shape(tf.concat([tf.cast(new, old.dtype), old[active:]], axis=0), old.shape)
                     for new, old in zip(new_state, state)
                 )
-                column = tf.concat([next_tokens(logits, position, ids[:active]), tokens_tm[position, active:]], axis=0)
+                sampled = next_tokens(logits, position, ids[:active])
+                if keep_tm is not None:
+                    sampled = tf.where(keep_tm[position, :active], tokens_tm[position, :active], sampled)
+                column = tf.concat([sampled, tokens_tm[position, active:]], axis=0)
             tokens_tm = tf.tensor_scatter_nd_update(tokens_tm, [[position]], column[tf.newaxis])
             return position + 1, tokens_tm, state
 
@@ -209,7 +252,7 @@ def sample_sequences(
 
     decoded = tf.map_fn(
         decode_chunk,
-        (starts, ids, tokens, state),
+        (starts, ids, tokens, state, *keep),
         fn_output_signature=tf.TensorSpec([chunk_size, sequence_length], tf.int32),
         parallel_iterations=1,
     )
@@ -253,5 +296,28 @@ def complete_prefixes(generator, prefixes, prefix_lengths, seed, temperature=1.0
         seed,
         temperature=temperature,
         greedy=greedy,
+        **kwargs,
+    )
+
+
+def sample_with_given_tokens(
+    generator, given_tokens, keep_mask, seed, temperature=1.0, greedy=False, logit_bias=None, **kwargs
+):
+    """Samples whole sequences from `generator`, keeping given_tokens[n, t]
+    wherever keep_mask[n, t] (constrained generation: the kept tokens are fed
+    on, so what follows them is conditioned on them)."""
+    given_tokens = tf.convert_to_tensor(given_tokens, tf.int32)
+    batch = tf.shape(given_tokens)[0]
+    return sample_sequences(
+        generator.step,
+        given_tokens,
+        tf.zeros([batch], tf.int32),
+        generator.initial_state(batch),
+        generator.start_token,
+        seed,
+        temperature=temperature,
+        greedy=greedy,
+        keep_mask=keep_mask,
+        logit_bias=logit_bias,
         **kwargs,
     )

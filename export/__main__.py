@@ -1,0 +1,50 @@
+"""python -m export --run_dir=RUN [--out=DIR]: exports and verifies the newest
+checkpoint of a training run (see export/pipeline.py). main.py runs the same
+at the end of training."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "The training run to export (holds checkpoints/ and model.json or flags.cfg).")
+flags.DEFINE_string("out", "", "Destination folder; empty: RUN/export. Replaced only by a verified export.")
+flags.DEFINE_integer("opset", 17, "ONNX opset of the converted models.", lower_bound=17)
+flags.DEFINE_integer(
+    "num_distribution_samples", 100_000, "ONNX first tokens drawn for the distribution check.", lower_bound=1000
+)
+flags.DEFINE_integer("seed", 0, "Seed of the verification's draws.", lower_bound=0)
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
+        return 2
+    if not FLAGS.run_dir:
+        print("error: --run_dir is required (the training run to export)", file=sys.stderr)
+        return 2
+    logging.set_verbosity(logging.ERROR)
+    from export.pipeline import export_run, summary_lines
+    from export.restore import ExportError
+
+    try:
+        manifest = export_run(
+            FLAGS.run_dir,
+            FLAGS.out or None,
+            opset=FLAGS.opset,
+            num_distribution_samples=FLAGS.num_distribution_samples,
+            seed=FLAGS.seed,
+        )
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for line in summary_lines(manifest):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,220 @@
+"""The export's command lines as a user runs them: `saved_model_cli run` on the
+SavedModel, `python -m export.onnx_sample` in a process that cannot import
+TensorFlow, `python -m export`, and the export at the end of `python main.py`."""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO_ROOT
+from export_runs import POEM_LENGTH, POEM_TOKENS, make_run
+from test_main import TINY_FLAGS
+
+from export import pipeline
+from export.onnx_sample import OnnxSampler
+
+TIMEOUT_S = 120  # hang guards; each command takes seconds
+
+# Runs a module as __main__ in a process where importing TensorFlow (or
+# anything that would import it: keras, tf2onnx, tensorflow_text) raises.
+BLOCK_TENSORFLOW = """
+import runpy, sys
+
+BLOCKED = ("tensorflow", "keras", "tf2onnx", "tensorflow_text")
+
+class BlockTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, BlockTensorFlow())
+module, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+finally:
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    print("loaded:", ",".join(loaded) or "none", file=sys.stderr)
+"""
+
+
+def environment():
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+def run(command, **kwargs):
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs
+    )
+
+
+def without_tensorflow(module, *args):
+    return run([sys.executable, "-c", BLOCK_TENSORFLOW, module, *args])
+
+
+@pytest.fixture(scope="module")
+def poem_export(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("poem") / "run"
+    make_run(run_dir, "poem")
+    pipeline.export_run(str(run_dir))
+    return run_dir / "export"
+
+
+def parse_saved_model_cli(stdout):
+    """{output key: numpy array} from `saved_model_cli run`'s printout."""
+    parts = re.split(r"^Result for output key (\w+):\n", stdout, flags=re.MULTILINE)
+    outputs = {}
+    for key, body in zip(parts[1::2], parts[2::2]):
+        strings = re.findall(r"b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\"", body)
+        if strings:
+            outputs[key] = np.array([ast.literal_eval(s).decode("utf-8") for s in strings])
+        else:
+            outputs[key] = np.array([int(n) for n in re.findall(r"-?\d+", body)])
+    return outputs
+
+
+# ------------------------------------------------------------ saved_model_cli
+def test_saved_model_cli_runs_the_sample_signature(poem_export):
+    saved_model = str(poem_export / "saved_model")
+    result = run(
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            saved_model,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "sample",
+            "--input_exprs",
+            "num_samples=4;temperature=0.8;seed=3",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs = parse_saved_model_cli(result.stdout)
+    assert set(outputs) == {"ids", "lengths", "text"}
+    expected = tf.saved_model.load(saved_model).signatures["sample"](
+        num_samples=tf.constant(4), temperature=tf.constant(0.8), seed=tf.constant(3, tf.int64)
+    )
+    np.testing.assert_array_equal(outputs["ids"].reshape(4, POEM_LENGTH), expected["ids"].numpy())
+    np.testing.assert_array_equal(outputs["lengths"], expected["lengths"].numpy())
+    assert list(outputs["text"]) == [t.decode("utf-8") for t in expected["text"].numpy()]
+
+
+def test_saved_model_cli_gets_the_signatures_own_error(poem_export):
+    result = run(
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            str(poem_export / "saved_model"),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "acrostic",
+            "--input_exprs",
+            'heads=["春夏秋X"];temperature=1.0;seed=0',
+        ]
+    )
+    assert result.returncode != 0
+    assert "heads: characters not in the vocabulary:" in result.stderr
+
+
+# ---------------------------------------------------------------- onnx_sample
+def test_the_blocker_blocks_tensorflow():
+    result = without_tensorflow("export", "--run_dir=nowhere")
+    assert result.returncode != 0 and "ImportError: blocked:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--num", "5"], ["--num", "5", "--acrostic", "春夏秋冬", "--seed", "2"], ["--num", "3", "--prefix", "风花"]],
+)
+def test_onnx_sample_prints_text_without_tensorflow(poem_export, args):
+    model = str(poem_export / "onnx" / "sampler.onnx")
+    result = without_tensorflow("export.onnx_sample", model, *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip().endswith("loaded: none")
+    lines = result.stdout.splitlines()
+    assert len(lines) == int(args[1])
+    assert all(set(line) <= set(POEM_TOKENS) - set(POEM_TOKENS[:4]) | set("<unk>") for line in lines)
+    sampler = OnnxSampler(model)
+    if "--acrostic" in args:
+        expected = sampler.acrostic(["春夏秋冬"] * 5, 1.0, 2)["text"]
+        assert all(line[:: POEM_LENGTH // 4] == "春夏秋冬" for line in lines)
+    elif "--prefix" in args:
+        expected = sampler.complete(np.array([[8, 9]] * 3), [2] * 3, 1.0, 0)["text"]
+        assert all(line.startswith("风花") for line in lines)
+    else:
+        expected = sampler.sample(5, 1.0, 0)["text"]
+    assert lines == expected
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num", "0"], "--num must be in [1,"),
+        (["--num", "-3"], "--num must be in [1,"),
+        (["--num", "many"], "argument --num: invalid int value"),
+        (["--temperature", "0"], "--temperature must be in"),
+        (["--temperature", "-1"], "--temperature must be in"),
+        (["--temperature", "nan"], "--temperature must be in"),
+        (["--acrostic", "春夏秋X"], "acrostic: not in the vocabulary: X"),
+        (["--acrostic", "春夏"], "give 4, one per line"),
+        (["--prefix", "春" * (POEM_LENGTH + 1)], "more than the sequence length"),
+        (["--prefix", "X"], "prefix: not in the vocabulary: X"),
+        (["--greedy", "--acrostic", "春夏秋冬"], "do not go together"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_onnx_sample_bad_arguments_end_in_one_line(poem_export, args, message):
+    result = without_tensorflow("export.onnx_sample", str(poem_export / "onnx" / "sampler.onnx"), *args)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("loaded:")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("model", ["missing.onnx", "onnx/vocab.txt", "onnx/scorer.onnx"])
+def test_onnx_sample_bad_model_files_end_in_one_line(poem_export, model):
+    result = without_tensorflow("export.onnx_sample", str(poem_export / model), "--num", "1")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("loaded:")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and model.split("/")[-1] in errors[0]
+
+
+# ------------------------------------------------------ python -m export, main
+def test_main_exports_at_the_end_and_python_m_export_repeats_it(tmp_path):
+    run_dir = tmp_path / "run"
+    flags = [flag for flag in TINY_FLAGS if flag != "--noexport"]
+    result = run([sys.executable, "main.py", *flags, f"--run_dir={run_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"export: {run_dir / 'export'}" in result.stdout and "verified: score max" in result.stdout
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["run"]["counters"] == {"mle_epoch": 2, "discriminator_round": 1, "adversarial_iteration": 2}
+    assert manifest["model"]["tokenizer"] == "ids" and manifest["model"]["vocabulary_size"] == 20
+    description = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+    assert description["generator"]["vocabulary_size"] == 20 and description["end_token"] is None
+    assert "--export" in (run_dir / "flags.cfg").read_text(encoding="utf-8").splitlines()
+
+    out_dir = tmp_path / "again"
+    again = run([sys.executable, "-m", "export", f"--run_dir={run_dir}", f"--out={out_dir}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.startswith(f"export: {out_dir}")
+    repeated = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert repeated["files"]["onnx/vocab.txt"] == manifest["files"]["onnx/vocab.txt"]
+    assert repeated["verification"]["score_max_abs_diff"]["onnx"] <= 1e-4
+
+    missing = run([sys.executable, "-m", "export", f"--run_dir={tmp_path / 'nowhere'}"])
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == f"error: --run_dir={tmp_path / 'nowhere'}: no such directory"
