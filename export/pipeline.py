@@ -27,6 +27,7 @@ from importlib import metadata as importlib_metadata
 
 from export import onnx_model, saved_model, verify
 from export.restore import ExportError, load_run
+from tfseqgan import faults
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -132,6 +133,7 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
     os.makedirs(parent, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
+        faults.arrive("export_write")  # test-only fault injection (tfseqgan/faults.py)
         onnx_dir = os.path.join(tmp_dir, "onnx")
         os.makedirs(onnx_dir)
         vocabulary_path = os.path.join(onnx_dir, VOCABULARY_FILE)
@@ -191,7 +193,12 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
             json.dump(manifest, stream, indent=2, ensure_ascii=False)
             stream.write("\n")
         _check_destination(out_dir)  # nothing else took the place meanwhile
+        faults.arrive("export_commit")
         _replace(tmp_dir, out_dir)
+    except OSError as error:  # a full disk, an unwritable folder, ...
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        previous = out_dir if os.path.exists(os.path.join(out_dir, MANIFEST_FILE)) else "none"
+        raise ExportError(f"could not write the export ({error}); previous export: {previous} (untouched)") from None
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -10,6 +10,7 @@ hit exactly through the test-only hook `tfseqgan.faults` (TFSEQGAN_FAULT).
 """
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -410,3 +411,53 @@ def test_metrics_reader_drops_only_an_unfinished_last_line(tmp_path):
     path.write_text('{"phase": "mle", "st\n{"phase": "mle", "step": 0}\n')
     with pytest.raises(ValueError, match="metrics.jsonl:1"):
         metrics.read_metrics(str(path))
+
+
+# --------------------------------------------------------------------- export
+def test_full_disk_during_an_export_keeps_the_previous_export(tmp_path):
+    from export_runs import make_run
+
+    from export.pipeline import MANIFEST_FILE, export_run
+    from export.restore import ExportError
+
+    run_dir = tmp_path / "run"
+    make_run(str(run_dir), "ids")
+    export_run(str(run_dir))
+    manifest = (run_dir / "export" / MANIFEST_FILE).read_bytes()
+    faults.configure("enospc@export_write:1")
+    with pytest.raises(ExportError) as error:
+        export_run(str(run_dir))
+    message = str(error.value)
+    assert "\n" not in message and "No space left" in message and "untouched" in message
+    assert (run_dir / "export" / MANIFEST_FILE).read_bytes() == manifest
+    assert sorted(os.listdir(run_dir)) == ["checkpoints", "export", "model.json"]  # no temporary folder left
+
+
+EXPORT_KILLER = """
+import sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from tfseqgan import faults
+from export.pipeline import export_run
+faults.configure("kill@export_commit:1")
+export_run({run_dir!r})
+"""
+
+
+def test_kill_9_during_an_export_keeps_the_previous_export_and_a_new_one_replaces_it(tmp_path):
+    from export_runs import make_run
+
+    from export.pipeline import MANIFEST_FILE, export_run
+
+    run_dir = tmp_path / "run"
+    make_run(str(run_dir), "ids")
+    export_run(str(run_dir))
+    manifest = (run_dir / "export" / MANIFEST_FILE).read_bytes()
+    script = EXPORT_KILLER.format(root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), run_dir=str(run_dir))
+    killed = subprocess.run(
+        [sys.executable, "-c", script], env=environment(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S * 3
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (run_dir / "export" / MANIFEST_FILE).read_bytes() == manifest  # complete files, not yet in place
+    fresh = export_run(str(run_dir))
+    written = json.loads((run_dir / "export" / MANIFEST_FILE).read_text())
+    assert written == {k: v for k, v in fresh.items() if k != "out_dir"}
