@@ -107,7 +107,7 @@ def test_two_workers_on_localhost_train_in_step(tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["phase"] == "adversarial"] == [0, 1, 2]  # one writer, no duplicates
     assert sorted(os.listdir(run_dir)) == sorted(
-        [".lock", "checkpoints", "flags.cfg", "metrics.jsonl", "report.txt", "tensorboard"]
+        [".lock", "checkpoints", "flags.cfg", "metrics.jsonl", "model.json", "report.txt", "tensorboard"]
     )
 
 
