@@ -189,23 +189,27 @@ def distributed_batches(strategy, tensors, global_batch):
     per_replica = global_batch // replicas
     tensors = tuple(tensors)
 
+    num_batches = int(tensors[0].shape[0]) // global_batch
+    # Whole batches, (num_batches, global_batch, ...): the pipeline slices batches, never single rows.
+    batched = tuple(
+        tf.reshape(t[: num_batches * global_batch], [num_batches, global_batch, *t.shape[1:]]) for t in tensors
+    )
+
     def dataset_fn(context):
         local_replicas = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local_replicas * per_replica
-        dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(global_batch, drop_remainder=True)
-
-        def mine(*batch):  # this worker's rows, one (per_replica, ...) slice per local replica
-            rows = []
-            for tensor in batch:
-                shape = [local_replicas, per_replica] + tensor.shape[1:].as_list()
-                rows.append(tf.reshape(tensor[first : first + local_replicas * per_replica], shape))
-            return tuple(rows)
-
-        dataset = dataset.map(mine).unbatch()
+        # This worker's rows of every batch, one (per_replica, ...) slice per local replica, in replica order.
+        mine = tuple(
+            tf.reshape(
+                t[:, first : first + local_replicas * per_replica],
+                [num_batches * local_replicas, per_replica, *t.shape[2:]],
+            )
+            for t in batched
+        )
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = True
-        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+        return tf.data.Dataset.from_tensor_slices(mine).with_options(options).prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
