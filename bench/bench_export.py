@@ -4,8 +4,8 @@
   compiled tf.function, ids padded after the end token, as the trainer samples);
 - SavedModel: its `sample` signature (ids, lengths and decoded text);
 - onnxruntime: `OnnxSampler.sample` (the ONNX step driven by NumPy; ids,
-  lengths and decoded text), with onnxruntime's own thread count and with one
-  thread.
+  lengths and decoded text), with one decoding thread per core (the default)
+  and with one thread.
 
 Each repeat runs the three in turn (interleaved, so a busy host slows them
 alike); medians of the repeats are reported as sequences per second. The

@@ -10,15 +10,20 @@
 bias, greedy) -> (next_token, next_h, next_c)`, which draws the next id by
 inverse CDF from the two uniforms of its row (block, then id in the block).
 `OnnxSampler` drives it: rows in chunks, position by position, the previous
-token and state fed back, the uniforms drawn from `numpy.random.default_rng
-(seed)`, and a given token kept wherever a prefix or an acrostic asks (one loop
-with a keep mask, as in tfseqgan/sampler.py). `scorer.onnx` gives per-token
+token and state fed back, and a given token kept wherever a prefix or an
+acrostic asks (one loop with a keep mask, as in tfseqgan/sampler.py). Chunks
+are decoded by as many threads as there are cores, each onnxruntime run
+single-threaded (1.3-1.4x the throughput of one stream with two intra-op
+threads on 2 cores: the step's small ops do not split well). A row's uniforms
+depend only on the seed and its row index (`row_uniforms`), so the samples do
+not depend on the chunking or the thread count. `scorer.onnx` gives per-token
 log-probabilities of whole sequences. The vocabulary file lies beside them.
 
 Bad arguments end with one line `error: ...` and exit status 2.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -31,6 +36,7 @@ from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMP
 
 METADATA_KEY = "tfseqgan"
 STEP_OUTPUTS = ["next_token", "next_h", "next_c"]
+RNG_BLOCK = 256  # rows per seeded block of uniforms (see row_uniforms)
 
 
 class SamplerInputError(ValueError):
@@ -49,19 +55,47 @@ def read_vocabulary(path):
     return lines
 
 
+def available_cores():
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def row_uniforms(seed, start, stop, length):
+    """The uniforms of rows [start, stop): (length, stop - start, 2) float32.
+
+    Rows come in blocks of RNG_BLOCK; block i is drawn whole from
+    `default_rng([seed, i])`, so a row's draws depend on the seed and its
+    index only.
+    """
+    first, last = start // RNG_BLOCK, -(-stop // RNG_BLOCK)
+    blocks = [
+        np.random.default_rng([seed, block]).random([length, RNG_BLOCK, 2], dtype=np.float32)
+        for block in range(first, last)
+    ]
+    offset = start - first * RNG_BLOCK
+    return np.concatenate(blocks, axis=1)[:, offset : offset + stop - start]
+
+
 class OnnxSampler:
     """Sampling, completion, acrostics and scoring with the exported ONNX models.
 
     Args:
         model_path: the exported sampler.onnx (the scorer and vocabulary are
             found beside it, named in its metadata).
-        chunk_size: rows decoded together (512 keeps a step's logits, 10 MB
-            at vocabulary 5,000, near the cache; larger chunks measured slower).
-        threads: onnxruntime intra-op threads; 0 lets it choose.
+        chunk_size: at most this many rows decoded together (256 keeps a
+            step's logits, 5 MB at vocabulary 5,000, near the cache; 512 and
+            1,024 measured slower with two threads).
+        threads: CPU threads; 0 uses every core the process may run on. The
+            sampler decodes that many chunks at once, each run on one
+            thread; the scorer runs with that many intra-op threads.
     """
 
-    def __init__(self, model_path, chunk_size=512, threads=0):
-        self.session = self._load(model_path, threads)
+    def __init__(self, model_path, chunk_size=256, threads=0):
+        threads = threads or available_cores()
+        self.session = self._load(model_path, 1)
         custom = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in custom:
             raise SamplerInputError(f"{model_path}: not a tfseqgan export (no '{METADATA_KEY}' metadata)")
@@ -130,30 +164,37 @@ class OnnxSampler:
     def _decode(self, given, keep, temperature, seed, greedy, bias=None):
         """The one loop: (batch, time) given ids, kept where `keep`, the rest drawn."""
         batch, length = given.shape
-        rng = np.random.default_rng(seed)
         bias = np.zeros([length, self.vocabulary_size], np.float32) if bias is None else bias
         temperature = np.array(1.0 if greedy else temperature, np.float32)
-        greedy_flag = np.array(bool(greedy))
         tokens = np.empty([batch, length], np.int32)
-        for start in range(0, batch, self.chunk_size):
-            rows = slice(start, min(batch, start + self.chunk_size))
+
+        def decode_rows(rows):
             count = rows.stop - rows.start
             feed = {
                 "token": np.full([count], self.start_token, np.int32),
                 "h": np.zeros([count, self.hidden_dim], np.float32),
                 "c": np.zeros([count, self.hidden_dim], np.float32),
                 "temperature": temperature,
-                "greedy": greedy_flag,
+                "greedy": np.array(bool(greedy)),
             }
-            uniforms = np.zeros([count, 2], np.float32)
+            if greedy:
+                uniforms = np.zeros([length, count, 2], np.float32)
+            else:
+                uniforms = row_uniforms(seed, rows.start, rows.stop, length)
             for position in range(length):
-                if not greedy:
-                    uniforms = rng.random([count, 2], dtype=np.float32)
-                feed["uniforms"], feed["bias"] = uniforms, bias[position]
+                feed["uniforms"], feed["bias"] = uniforms[position], bias[position]
                 drawn, feed["h"], feed["c"] = self.session.run(STEP_OUTPUTS, feed)
                 chosen = np.where(keep[rows, position], given[rows, position], drawn).astype(np.int32)
                 tokens[rows, position] = chosen
                 feed["token"] = chosen
+
+        chunk = max(1, min(self.chunk_size, -(-batch // self.threads)))
+        chunks = [slice(start, min(batch, start + chunk)) for start in range(0, batch, chunk)]
+        if len(chunks) == 1:
+            decode_rows(chunks[0])
+        else:
+            with concurrent.futures.ThreadPoolExecutor(min(self.threads, len(chunks))) as pool:
+                list(pool.map(decode_rows, chunks))  # re-raises a chunk's error
         return self._outputs(tokens)
 
     def _ended_before(self, tokens):
@@ -299,7 +340,7 @@ def parse_args(argv):
     parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     parser.add_argument("--prefix", default="", help="continue this text (as the vocabulary spells tokens)")
     parser.add_argument("--acrostic", default="", help="4 characters: the first one of each line of a quatrain")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its choice)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
     args = parser.parse_args(argv)
     if args.greedy and args.acrostic:
         parser.error("--greedy and --acrostic do not go together (an acrostic is sampled)")

@@ -158,6 +158,16 @@ def test_seeded_sampling_repeats_and_the_seed_matters(poem_export):
     np.testing.assert_array_equal(call(saved, "serving_default", **sample_inputs(50, seed=11))["ids"], first["ids"])
 
 
+def test_onnx_draws_do_not_depend_on_threads_or_chunking(poem_export):
+    path = str(poem_export["export_dir"] / "onnx" / "sampler.onnx")
+    reference = OnnxSampler(path, chunk_size=256, threads=1).sample(300, 1.0, 5)["ids"]
+    for chunk_size, threads in [(7, 2), (64, 3), (1000, 2)]:
+        model = OnnxSampler(path, chunk_size=chunk_size, threads=threads)
+        np.testing.assert_array_equal(model.sample(300, 1.0, 5)["ids"], reference)
+    # A row's draws are its own: the first 40 rows of a larger batch are a batch of 40.
+    np.testing.assert_array_equal(OnnxSampler(path, threads=2).sample(40, 1.0, 5)["ids"], reference[:40])
+
+
 def test_batch_is_dynamic(poem_export):
     saved, model = poem_export["saved"], poem_export["onnx"]
     for rows in (1, 3, 1100):  # 1100: more than one sampler chunk on both sides
