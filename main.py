@@ -199,6 +199,31 @@ _section(
 )
 
 
+# Variants (defaults: the paper)
+flags.DEFINE_enum(
+    "d_loss",
+    "standard",
+    ["standard", "relativistic", "relativistic_average"],
+    "standard: D's cross-entropy, reward P(real); relativistic (RSGAN): D ranks (real, generated) pairs, reward "
+    "the chance of ranking above a real sequence of the batch; relativistic_average (RaSGAN): against the other "
+    "side's mean.",
+)
+flags.DEFINE_integer(
+    "teacher_forcing_steps", 0, "MLE steps on real batches after each adversarial G step (0: none).", lower_bound=0
+)
+flags.DEFINE_enum(
+    "reward_baseline",
+    "none",
+    ["none", "batch_mean", "moving_average"],
+    "Subtracted from the rewards per position: none (the paper), the batch's mean, or a moving average of it.",
+)
+flags.DEFINE_float(
+    "baseline_decay", 0.9, "Decay of --reward_baseline=moving_average.", lower_bound=0.0, upper_bound=0.999
+)
+flags.DEFINE_float("entropy_bonus", 0.0, "Weight of the policy's entropy in the PG loss (0: none).", lower_bound=0.0)
+_section("Variants", "d_loss", "teacher_forcing_steps", "reward_baseline", "baseline_decay", "entropy_bonus")
+
+
 # Devices
 flags.DEFINE_enum(
     "strategy",
@@ -297,6 +322,8 @@ def build_configs():
         seed=FLAGS.seed,
         mixed_precision="" if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision,
     )
+    if FLAGS.d_loss != "standard" and FLAGS.batch_size % 2:
+        raise FlagError(f"--d_loss={FLAGS.d_loss} trains D on (real, generated) pairs: --batch_size must be even")
     if FLAGS.devices and FLAGS.strategy != "mirrored":
         raise FlagError(f"--devices applies to --strategy=mirrored, not --strategy={FLAGS.strategy}")
     if FLAGS.tpu and FLAGS.strategy != "tpu":

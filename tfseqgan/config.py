@@ -60,6 +60,13 @@ class TrainConfig:
     adversarial_eval_every: int = 5
     num_eval_samples: int = 9984
     num_discriminator_eval_samples: int = 1024
+    # Variants (the paper's choices are the defaults): D loss and reward, teacher
+    # forcing, the policy gradient's baseline and entropy bonus.
+    d_loss: str = "standard"  # "standard", "relativistic" (RSGAN) or "relativistic_average" (RaSGAN)
+    teacher_forcing_steps: int = 0  # MLE steps on real batches after each adversarial G step
+    reward_baseline: str = "none"  # "none", "batch_mean" or "moving_average" (per position)
+    baseline_decay: float = 0.9  # of the moving-average baseline
+    entropy_bonus: float = 0.0  # weight of the policy's entropy in the PG loss
     seed: int = 0
     jit_compile: bool = False  # XLA-compile every step's computation (static shapes)
     mixed_precision: str = ""  # "", "bfloat16" or "float16" (with dynamic loss scaling)

@@ -10,6 +10,8 @@ import functools
 import keras
 import tensorflow as tf
 
+from tfseqgan import losses
+
 PAPER_WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20)
 PAPER_NUM_FILTERS = (100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160)
 
@@ -215,8 +217,22 @@ class Discriminator(keras.Model):
         """P(real | tokens), (batch,), with dropout off: the reward."""
         return tf.nn.softmax(self(tokens, training=False))[:, 1]
 
+    def critic(self, tokens):
+        """C(x) = logit(real) - logit(fake), (batch,), dropout off: P(real) =
+        sigmoid(C); the relativistic rewards compare it with real sequences'."""
+        return losses.critic_of_logits(self(tokens, training=False))
+
+    def critic_of_completions(self, sequences, completions):
+        """`critic` of every rollout completion (the layout and the reuse of
+        `real_probability_of_completions`): (time - 1, num_rollouts, batch)."""
+        return self._score_completions(sequences, completions, losses.critic_of_logits)
+
     def real_probability_of_completions(self, sequences, completions):
-        """P(real) of every rollout completion, reusing the conv work on the prefixes.
+        """P(real) of every rollout completion; see `_score_completions`."""
+        return self._score_completions(sequences, completions, lambda logits: tf.nn.softmax(logits)[:, 1])
+
+    def _score_completions(self, sequences, completions, score):
+        """score(logits) of every rollout completion, reusing the conv work on the prefixes.
 
         A completion of prefix length t shares tokens 0..t-1 with its
         sequence. Windows inside the prefix have the sequence's conv outputs,
@@ -225,7 +241,7 @@ class Discriminator(keras.Model):
         sum over its prefix taps (also computed once) to a MatMul of its
         suffix taps only. Only windows inside the suffix are convolved in
         full. Each prefix length is one dense batch of num_rollouts * batch
-        rows. Equals `real_probability` of each completion up to float
+        rows. Equals score(D's logits) of each completion up to float
         round-off.
 
         Args:
@@ -233,6 +249,7 @@ class Discriminator(keras.Model):
             completions: (time - 1, num_rollouts, batch, time) int tokens whose
                 entry [t - 1, n, b] keeps sequences[b, :t]; what follows the
                 prefix is arbitrary (rollout_completions' layout).
+            score: (rows, 2) logits -> (rows,) float32.
 
         Returns:
             (time - 1, num_rollouts, batch) float32.
@@ -262,7 +279,7 @@ class Discriminator(keras.Model):
                 total = term if total is None else total + term
                 sums.append(total)
             partial.append(sums)
-        probabilities = []
+        scores = []
         for prefix_length in range(1, time):
             rows = tf.reshape(completions[prefix_length - 1], [-1, time])  # (num_rollouts * batch, time)
             first = max(0, prefix_length - max(self.window_sizes) + 1)
@@ -287,5 +304,5 @@ class Discriminator(keras.Model):
                 if prefix_length <= time - width:
                     maxima_here.append(_max_over_time(conv, rows_embedded[:, prefix_length - first :]))
                 pooled.append(functools.reduce(tf.maximum, maxima_here))  # (rows, filters)
-            probabilities.append(tf.nn.softmax(self._logits_of_pooled(pooled))[:, 1])
-        return tf.reshape(tf.stack(probabilities), [time - 1, num_rollouts, batch])
+            scores.append(score(self._logits_of_pooled(pooled)))
+        return tf.reshape(tf.stack(scores), [time - 1, num_rollouts, batch])

@@ -26,7 +26,8 @@ TEXT_COLUMNS = (
 
 
 def is_text(history):
-    return any("bleu_2" in record for record in history)
+    """A text run's history: BLEU and no NLL-oracle (synthetic runs record both)."""
+    return any("bleu_2" in record for record in history) and not any("nll_oracle" in record for record in history)
 
 
 def summarize(history, real=None):

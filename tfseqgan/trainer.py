@@ -40,6 +40,23 @@ class TrainingInterrupted(RuntimeError):
         self.checkpoint = checkpoint
 
 
+def _check_variants(t, replicas):
+    """Raises ValueError naming the flag for a variant setting that cannot run."""
+    if t.d_loss not in losses.D_LOSSES:
+        raise ValueError(f"--d_loss={t.d_loss}: expected one of {', '.join(losses.D_LOSSES)}")
+    if t.reward_baseline not in losses.REWARD_BASELINES:
+        raise ValueError(f"--reward_baseline={t.reward_baseline}: expected one of {', '.join(losses.REWARD_BASELINES)}")
+    if not 0.0 <= t.baseline_decay < 1.0:
+        raise ValueError(f"--baseline_decay={t.baseline_decay}: expected a value in [0, 1)")
+    if t.entropy_bonus < 0 or t.teacher_forcing_steps < 0:
+        raise ValueError("--entropy_bonus and --teacher_forcing_steps must be >= 0")
+    if t.d_loss != "standard" and (t.batch_size // replicas) % 2:
+        raise ValueError(
+            f"--d_loss={t.d_loss} trains D on (real, generated) pairs: --batch_size={t.batch_size} must give "
+            f"each of the {replicas} replicas an even number of rows"
+        )
+
+
 def _finite(value):
     return bool(np.isfinite(value))
 
@@ -81,6 +98,7 @@ class SeqGANTrainer:
             )
         if train_config.mixed_precision not in ("", "bfloat16", "float16"):
             raise ValueError(f"mixed_precision {train_config.mixed_precision!r}: expected '', bfloat16 or float16")
+        _check_variants(train_config, self.num_replicas)
         self.model_config = model_config
         self.oracle_config = oracle_config
         self.train_config = train_config
@@ -176,6 +194,10 @@ class SeqGANTrainer:
         self.mle_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="mle_epoch")
         self.discriminator_round = tf.Variable(0, dtype=tf.int64, trainable=False, name="discriminator_round")
         self.adversarial_iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="adversarial_iteration")
+        # --reward_baseline=moving_average: the average per position and the batches it has seen.
+        length = self.model_config.sequence_length
+        self.reward_baseline = tf.Variable(tf.zeros([length]), trainable=False, name="reward_baseline")
+        self.baseline_batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="baseline_batches")
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator,
             rollout_policy=self.rollout_policy,
@@ -187,6 +209,8 @@ class SeqGANTrainer:
             mle_epoch=self.mle_epoch,
             discriminator_round=self.discriminator_round,
             adversarial_iteration=self.adversarial_iteration,
+            reward_baseline=self.reward_baseline,
+            baseline_batches=self.baseline_batches,
             **{
                 name: scale
                 for name, scale in (
@@ -252,7 +276,7 @@ class SeqGANTrainer:
                     loss = losses.mle_loss(self.generator, tokens, training=True, mask=mask, total=total)
                 else:
                     loss = losses.policy_gradient_loss(
-                        self.generator, tokens, rewards, training=True, mask=mask, total=total
+                        self.generator, tokens, rewards, True, mask, total, entropy_bonus=t.entropy_bonus
                     )
                 scaled_loss = scaled(loss, self.generator_loss_scale)
             return loss, tape.gradient(scaled_loss, self.generator.trainable_variables)
@@ -261,13 +285,17 @@ class SeqGANTrainer:
         def discriminator_gradients(tokens, labels, seed, offset):
             with tf.GradientTape() as tape:
                 loss, _, logits = losses.discriminator_loss(
-                    self.discriminator, tokens, labels, True, seed, row_offset=offset, num_replicas=replicas
+                    self.discriminator, tokens, labels, True, seed, offset, replicas, kind=t.d_loss
                 )
                 scaled_loss = scaled(loss, self.discriminator_loss_scale)
             gradients = tape.gradient(scaled_loss, self.discriminator.trainable_variables)
-            correct = tf.reduce_sum(
-                tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32)
-            )
+            if t.d_loss == "standard":
+                correct = tf.reduce_sum(
+                    tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32)
+                )
+            else:  # pairs ranked right (the real above the generated), counted for both rows
+                pairs = tf.reshape(losses.critic_of_logits(logits), [-1, 2])
+                correct = 2.0 * tf.reduce_sum(tf.cast(pairs[:, 0] > pairs[:, 1], tf.float32))
             return loss, gradients, correct
 
         def sample_rows(model):
@@ -286,15 +314,27 @@ class SeqGANTrainer:
             samplers["oracle"] = sample_rows(self.oracle)
 
         @compiled
-        def rollout_rewards(tokens, seed, offset):
+        def rollout_rewards(tokens, seed, offset, reals):
             batch = tf.shape(tokens)[0]
+            reward_fn = self.discriminator.real_probability
+            completion_reward_fn = self.discriminator.real_probability_of_completions
+            if t.d_loss != "standard":  # relative to the real sequences `reals`
+                real_critic = self.discriminator.critic(reals)
+
+                def reward_fn(rows):
+                    return losses.rewards_from_critic(t.d_loss, self.discriminator.critic(rows), real_critic)
+
+                def completion_reward_fn(sequences, completions):
+                    critic = self.discriminator.critic_of_completions(sequences, completions)
+                    return losses.rewards_from_critic(t.d_loss, critic, real_critic)
+
             return rollout.compute_rewards(
                 self.rollout_policy,
-                self.discriminator.real_probability,
+                reward_fn,
                 tokens,
                 t.num_rollouts,
                 seed,
-                completion_reward_fn=self.discriminator.real_probability_of_completions,
+                completion_reward_fn=completion_reward_fn,
                 postprocess=None if self.end_token is None else self._postprocess,
                 batch_offset=offset,
                 global_batch=batch * replicas,
@@ -323,12 +363,21 @@ class SeqGANTrainer:
         def generator_replica(tokens, rewards):
             mask = self._mask(tokens)
             total = tf.maximum(distribute.all_sum(tf.reduce_sum(mask)), 1.0)
+            batch_mean = tf.zeros([length])  # of the rewards per position, over all replicas' rows
+            if rewards is not None and t.reward_baseline != "none":
+                batch_mean = losses.batch_mean_per_position(rewards, mask, sums=distribute.all_sum)
+                baseline = batch_mean
+                if t.reward_baseline == "moving_average":
+                    baseline, _ = losses.moving_average_baseline(
+                        self.reward_baseline, self.baseline_batches, batch_mean, t.baseline_decay
+                    )
+                rewards = rewards - baseline  # advantages
             loss, gradients = generator_gradients(tokens, rewards, mask, total)
             loss = distribute.all_sum(loss)
             gradients, finite = distribute.sum_gradients(
                 loss, gradients, t.generator_clip_norm, self.generator_loss_scale
             )
-            return loss, gradients, finite
+            return loss, gradients, finite, batch_mean
 
         def discriminator_replica(tokens, labels, seed):
             offset, rows = distribute.replica_rows(tf.shape(tokens)[0])
@@ -344,15 +393,21 @@ class SeqGANTrainer:
             offset, _ = distribute.replica_rows(per_replica)
             return samplers[model](tf.zeros([per_replica, length], tf.int32), offset, seed)
 
-        def rewards_replica(tokens, seed):
+        def rewards_replica(tokens, seed, reals):
             offset, _ = distribute.replica_rows(tf.shape(tokens)[0])
-            return rollout_rewards(tokens, seed, offset)
+            return rollout_rewards(tokens, seed, offset, reals)
 
         # ---- steps; updates are applied in cross-replica context
         def generator_step(optimizer, tokens, rewards):
-            loss, gradients, finite = local(strategy.run(generator_replica, args=(tokens, rewards)))
+            loss, gradients, finite, batch_mean = local(strategy.run(generator_replica, args=(tokens, rewards)))
             variables = self.generator.trainable_variables
             distribute.apply_if_finite(optimizer, gradients, variables, finite, self.generator_loss_scale)
+            if rewards is not None and t.reward_baseline == "moving_average":
+                _, average = losses.moving_average_baseline(
+                    self.reward_baseline, self.baseline_batches, batch_mean, t.baseline_decay
+                )
+                self.reward_baseline.assign(average)
+                self.baseline_batches.assign_add(1)
             return loss
 
         @tf.function(input_signature=signature(tokens_spec))
@@ -371,9 +426,11 @@ class SeqGANTrainer:
         def policy_gradient_step(tokens, rewards):
             return generator_step(self.pg_optimizer, tokens, rewards)
 
-        @tf.function(input_signature=signature(tokens_spec, seed_spec))
-        def rewards(tokens, seed):
-            return strategy.run(rewards_replica, args=(tokens, seed))
+        @tf.function(input_signature=signature(tokens_spec, seed_spec, tokens_spec))
+        def rewards(tokens, seed, reals):
+            """Rollout rewards of each replica's rows; `reals`, real sequences
+            the relativistic rewards compare with (every replica gets them all)."""
+            return strategy.run(rewards_replica, args=(tokens, seed, reals))
 
         @tf.function(input_signature=[])
         def update_rollout():
@@ -439,6 +496,8 @@ class SeqGANTrainer:
         o = self.oracle_config
         self.real_data = self.sample(o.num_real_samples, seed=[o.seed, 1], model="oracle")
         self.test_data = self.sample(o.num_test_samples, seed=[o.seed, 2], model="oracle")
+        # BLEU of id sequences against the held-out oracle samples (as Texygen scores its oracle runs).
+        self.bleu_references = bleu.Reference(self.test_data.numpy().tolist(), self.text_config.bleu_max_order)
 
     def _prepare_text_evaluation(self):
         """BLEU references (a seeded subset of the held-out split when asked)
@@ -528,6 +587,7 @@ class SeqGANTrainer:
             samples = self.sample(t.num_eval_samples, seed=eval_seed)
             record["nll_oracle"] = self.mean_token_nll(samples, model="oracle")
             record["nll_test"] = self.mean_token_nll(self.test_data)
+            record.update(self._text_scores(samples[: self.text_config.num_bleu_samples].numpy().tolist()))
         else:
             samples = self.sample(self.text_config.num_bleu_samples, seed=eval_seed)
             record["nll_test"] = self.mean_token_nll(self.test_data)
@@ -671,6 +731,21 @@ class SeqGANTrainer:
                 self.evaluate("mle", epoch, {"g_loss": loss})
                 self._save()
 
+    def _paired_batches(self, positives, negatives):
+        """Batches of (real, generated) pairs for the relativistic D losses:
+        each side shuffled on its own (seeded), then rows alternate real,
+        generated, so every batch (and every replica's slice of one) holds
+        whole pairs."""
+        pairs = min(int(positives.shape[0]), int(negatives.shape[0]))
+        sides = []
+        for side in (positives, negatives):
+            order = tf.argsort(tf.random.stateless_uniform([side.shape[0]], self.next_seed()))
+            sides.append(tf.gather(side, order[:pairs]))
+        tokens = tf.reshape(tf.stack(sides, axis=1), [2 * pairs, -1])
+        labels = tf.tile(tf.constant([1, 0], tf.int32), [pairs])
+        batch = self.train_config.batch_size
+        return distribute.distributed_batches(self.strategy, [tokens, labels], batch), 2 * pairs // batch
+
     def run_discriminator_round(self, num_negatives, epochs, phase, step):
         negatives = self.sample(num_negatives)
         positives = self.real_data
@@ -681,7 +756,10 @@ class SeqGANTrainer:
         labels = tf.concat([tf.ones([positives.shape[0]], tf.int32), tf.zeros([num_negatives], tf.int32)], axis=0)
         losses_, accuracies = [], []
         for epoch in range(epochs):
-            batches, count = self._shuffled_batches(tokens, labels)
+            if self.train_config.d_loss == "standard":
+                batches, count = self._shuffled_batches(tokens, labels)
+            else:
+                batches, count = self._paired_batches(positives, negatives)
             seeds = self._step_seeds(count)
             bar = self._progress(count, f"{phase} round {step}, D epoch {epoch + 1}/{epochs}")
             for index, (batch_tokens, batch_labels) in enumerate(batches):
@@ -710,16 +788,43 @@ class SeqGANTrainer:
                 self.evaluate("discriminator", round_, {"d_loss": d_loss, "d_train_accuracy": d_accuracy})
             self._save()  # after the evaluation, as in the other phases: a kill between them repeats the round
 
+    def _real_batch(self):
+        """batch_size real sequences drawn without replacement (the relativistic
+        rewards' comparison); (0, time) when --d_loss=standard (no draw)."""
+        t = self.train_config
+        if t.d_loss == "standard":
+            return tf.zeros([0, self.model_config.sequence_length], tf.int32)
+        rows = int(self.real_data.shape[0])
+        order = tf.argsort(tf.random.stateless_uniform([rows], self.next_seed()))
+        return tf.gather(self.real_data, order[: min(rows, t.batch_size)])
+
     def run_generator_step(self, iteration):
         """Sample a batch, reward it by rollouts, one PG step, update beta."""
         # Each replica samples, rewards and differentiates its rows of the batch.
         samples = self.generate_per_replica(tf.constant(self.train_config.batch_size, tf.int32), self.next_seed())
-        rewards = self.rewards(samples, self.next_seed())
+        rewards = self.rewards(samples, self.next_seed(), self._real_batch())
         loss = float(self.policy_gradient_step(samples, rewards))
         self._check(loss, "adversarial", f"{iteration} (generator)")
         self.update_rollout()
         self._stop_if_requested()
         return loss, float(self.mean_over_replicas(rewards))
+
+    def run_teacher_forcing(self, iteration):
+        """--teacher_forcing_steps MLE steps on real batches drawn without
+        replacement (seeded); their mean loss (NaN when there are none)."""
+        steps, batch = self.train_config.teacher_forcing_steps, self.train_config.batch_size
+        rows = min(int(self.real_data.shape[0]), steps * batch)
+        if steps == 0 or rows < batch:
+            return float("nan")
+        order = tf.argsort(tf.random.stateless_uniform([int(self.real_data.shape[0])], self.next_seed()))
+        chosen = tf.gather(self.real_data, order[:rows])
+        losses_ = []
+        for index, (tokens,) in enumerate(distribute.distributed_batches(self.strategy, [chosen], batch)):
+            loss = float(self.mle_step(tokens))
+            self._check(loss, "adversarial", f"{iteration} (teacher forcing step {index + 1})")
+            self._stop_if_requested()
+            losses_.append(loss)
+        return float(np.mean(losses_))
 
     def train_adversarial(self):
         t = self.train_config
@@ -728,11 +833,13 @@ class SeqGANTrainer:
         while int(self.adversarial_iteration) < t.adversarial_iterations:
             iteration = int(self.adversarial_iteration) + 1
             began = time.perf_counter()
-            g_losses, mean_rewards = [], []
+            g_losses, mean_rewards, tf_losses = [], [], []
             for _ in range(t.generator_steps):
                 loss, mean_reward = self.run_generator_step(iteration)
                 g_losses.append(loss)
                 mean_rewards.append(mean_reward)
+                if t.teacher_forcing_steps:
+                    tf_losses.append(self.run_teacher_forcing(iteration))
             d_loss = d_accuracy = float("nan")
             for round_ in range(t.discriminator_rounds):
                 d_loss, d_accuracy = self.run_discriminator_round(
@@ -749,11 +856,11 @@ class SeqGANTrainer:
                     f"({time.perf_counter() - began:.1f} s)"
                 )
             if iteration % t.adversarial_eval_every == 0 or iteration == t.adversarial_iterations:
-                self.evaluate(
-                    "adversarial",
-                    iteration,
-                    {"g_loss": float(np.mean(g_losses)), "mean_reward": float(np.mean(mean_rewards)), "d_loss": d_loss},
-                )
+                extra = {"g_loss": float(np.mean(g_losses)), "mean_reward": float(np.mean(mean_rewards))}
+                extra["d_loss"] = d_loss
+                if tf_losses:
+                    extra["teacher_forcing_loss"] = float(np.mean(tf_losses))
+                self.evaluate("adversarial", iteration, extra)
                 self._save()
 
     # ------------------------------------------------------------------- run

@@ -1,0 +1,215 @@
+"""Runs each training variant (--d_loss, --teacher_forcing_steps,
+--reward_baseline, --entropy_bonus) on a quick setting with several seeds
+and writes a table of NLL-oracle, NLL-test, BLEU-2 and Self-BLEU-2 (mean and
+spread over the seeds).
+
+For each seed, one run does the pre-training (MLE and D, the paper's losses)
+and stops before the adversarial phase; every variant then resumes a copy
+of that run, so within a seed all variants start from the same generator,
+discriminator and random state and differ only in what they change in the
+adversarial phase. (The relativistic D losses therefore start from a D
+pre-trained with the standard loss: its log-odds are the critic they
+continue to train.)
+
+    python bench/variants.py --setting=synthetic --oracle_weights=../shared/data/oracle/target_lstm.npz
+    python bench/variants.py --setting=poem --data_dir=../shared/data
+
+Runs go to --work_dir (kept, each with its metrics.jsonl and log); the
+results to --out (JSON, every seed's figures) and beside it a Markdown table
+(.md). --parallel N runs N trainings at once, each pinned to its own core
+(Linux), which on a 2-core host finishes sooner than one run using both.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = {"synthetic": "flags/synthetic_quick.cfg", "poem": "flags/poem_quick.cfg"}
+VARIANTS = {  # name: flags added to the adversarial phase
+    "paper": [],
+    "relativistic": ["--d_loss=relativistic"],
+    "relativistic_average": ["--d_loss=relativistic_average"],
+    "teacher_forcing": ["--teacher_forcing_steps=1"],
+    "batch_mean_baseline": ["--reward_baseline=batch_mean"],
+    "moving_average_baseline": ["--reward_baseline=moving_average"],
+    "entropy_bonus": ["--entropy_bonus=0.01"],
+}
+METRICS = (("nll_oracle", "NLL-oracle"), ("nll_test", "NLL-test"), ("bleu_2", "BLEU-2"), ("self_bleu_2", "Self-BLEU-2"))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    parser.add_argument("--oracle_weights", default="", help="synthetic: the oracle .npz (empty: a random oracle)")
+    parser.add_argument("--data_dir", default="data", help="poem: the folder holding poems/")
+    parser.add_argument("--work_dir", default="", help="where the runs go (default /tmp/tfseqgan_variants/SETTING)")
+    parser.add_argument("--out", default="", help="JSON results (default bench/results/variants_SETTING.json)")
+    parser.add_argument("--parallel", type=int, default=1, help="trainings at once, each pinned to one core")
+    parser.add_argument("--extra", default="", help="more flags for every run, space-separated")
+    args = parser.parse_args(argv)
+    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    args.variants = args.variants.split(",")
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if args.parallel < 1:
+        parser.error("--parallel must be >= 1")
+    args.work_dir = args.work_dir or os.path.join("/tmp/tfseqgan_variants", args.setting)
+    args.out = args.out or os.path.join(ROOT, "bench", "results", f"variants_{args.setting}.json")
+    return args
+
+
+def base_flags(args, seed, run_dir):
+    flags = [f"--flagfile={os.path.join(ROOT, SETTINGS[args.setting])}", f"--seed={seed}", f"--run_dir={run_dir}"]
+    flags += ["--noprogress", "--noplot", "--noexport"]
+    if args.setting == "synthetic" and args.oracle_weights:
+        flags.append(f"--oracle_weights={os.path.abspath(args.oracle_weights)}")
+    if args.setting == "poem":
+        flags.append(f"--data_dir={os.path.abspath(args.data_dir)}")
+    return flags + args.extra.split()
+
+
+class Runner:
+    """Runs main.py processes, at most `parallel` at once, each on its own core."""
+
+    def __init__(self, parallel):
+        self.cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.free = list(self.cores[:parallel]) if parallel > 1 and len(self.cores) >= parallel else []
+        self.pool = concurrent.futures.ThreadPoolExecutor(parallel)
+
+    def _run(self, flags, log_path):
+        core = self.free.pop() if self.free else None
+        command = [sys.executable, os.path.join(ROOT, "main.py"), *flags]
+        if core is not None:
+            command = ["taskset", "-c", str(core), *command]
+        began = time.perf_counter()
+        try:
+            with open(log_path, "w", encoding="utf-8") as log:
+                env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, check=False)
+        finally:
+            if core is not None:
+                self.free.append(core)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited {result.returncode}; see {log_path}")
+        return time.perf_counter() - began
+
+    def submit(self, flags, log_path):
+        return self.pool.submit(self._run, flags, log_path)
+
+
+def records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def final_figures(run_dir):
+    """The last adversarial evaluation and the one before the phase (step 0)."""
+    adversarial = [r for r in records(run_dir) if r["phase"] == "adversarial"]
+    pick = lambda record: {key: record.get(key) for key, _ in METRICS}  # noqa: E731
+    return pick(adversarial[-1]), pick(adversarial[0])
+
+
+def summary(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def table(results, setting):
+    keys = [(key, name) for key, name in METRICS if any(r["summary"][key] for r in results.values())]
+    header = "| variant | " + " | ".join(name for _, name in keys) + " |"
+    lines = [header, "|---" * (len(keys) + 1) + "|"]
+    for name, result in results.items():
+        cells = []
+        for key, _ in keys:
+            stats = result["summary"][key]
+            cells.append("–" if stats is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return f"{setting} (mean ± sample std over seeds)\n\n" + "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    runner = Runner(args.parallel)
+    began = time.perf_counter()
+
+    pretrain = {}
+    for seed in args.seeds:
+        run_dir = os.path.join(args.work_dir, f"seed{seed}", "pretrained")
+        if os.path.isfile(os.path.join(run_dir, "report.txt")):
+            print(f"seed {seed}: reusing {run_dir}", flush=True)
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        flags = base_flags(args, seed, run_dir) + ["--adversarial_iterations=0"]
+        pretrain[seed] = runner.submit(flags, run_dir + ".log")
+    for seed, future in pretrain.items():
+        print(f"seed {seed}: pre-trained in {future.result():.0f} s", flush=True)
+
+    futures = {}
+    for seed in args.seeds:
+        source = os.path.join(args.work_dir, f"seed{seed}", "pretrained")
+        for name in args.variants:
+            run_dir = os.path.join(args.work_dir, f"seed{seed}", name)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(source, run_dir)
+            for stale in ("report.txt", ".lock"):
+                if os.path.exists(os.path.join(run_dir, stale)):
+                    os.remove(os.path.join(run_dir, stale))
+            flags = base_flags(args, seed, run_dir) + ["--resume"] + VARIANTS[name]
+            futures[(name, seed)] = runner.submit(flags, run_dir + ".log")
+    runs = {}
+    for (name, seed), future in futures.items():
+        seconds = future.result()
+        final, start = final_figures(os.path.join(args.work_dir, f"seed{seed}", name))
+        runs.setdefault(name, {})[seed] = {"final": final, "seconds": round(seconds, 1)}
+        runs.setdefault("pre-trained (adversarial step 0)", {})[seed] = {"final": start, "seconds": 0.0}
+        print(f"{name} seed {seed}: {json.dumps(final)} ({seconds:.0f} s)", flush=True)
+
+    order = ["pre-trained (adversarial step 0)"] + args.variants
+    results = {}
+    for name in order:
+        per_seed = runs[name]
+        results[name] = {
+            "flags": VARIANTS.get(name, []),
+            "per_seed": per_seed,
+            "summary": {key: summary([r["final"].get(key) for r in per_seed.values()]) for key, _ in METRICS},
+        }
+    markdown = table(results, f"{args.setting} ({SETTINGS[args.setting]}, seeds {args.seeds})")
+    document = {
+        "setting": args.setting,
+        "flagfile": SETTINGS[args.setting],
+        "seeds": args.seeds,
+        "extra_flags": args.extra,
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "wall_seconds": round(time.perf_counter() - began, 1),
+        "results": results,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as stream:
+        json.dump(document, stream, indent=2)
+    with open(os.path.splitext(args.out)[0] + ".md", "w", encoding="utf-8") as stream:
+        stream.write(markdown)
+    print("\n" + markdown)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
