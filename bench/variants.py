@@ -157,6 +157,7 @@ def main(argv=None):
             print(f"seed {seed}: reusing {run_dir}", flush=True)
             continue
         shutil.rmtree(run_dir, ignore_errors=True)
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
         flags = base_flags(args, seed, run_dir) + ["--adversarial_iterations=0"]
         pretrain[seed] = runner.submit(flags, run_dir + ".log")
     for seed, future in pretrain.items():
