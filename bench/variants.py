@@ -150,22 +150,10 @@ def main(argv=None):
     runner = Runner(args.parallel)
     began = time.perf_counter()
 
-    pretrain = {}
-    for seed in args.seeds:
-        run_dir = os.path.join(args.work_dir, f"seed{seed}", "pretrained")
-        if os.path.isfile(os.path.join(run_dir, "report.txt")):
-            print(f"seed {seed}: reusing {run_dir}", flush=True)
-            continue
-        shutil.rmtree(run_dir, ignore_errors=True)
-        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-        flags = base_flags(args, seed, run_dir) + ["--adversarial_iterations=0"]
-        pretrain[seed] = runner.submit(flags, run_dir + ".log")
-    for seed, future in pretrain.items():
-        print(f"seed {seed}: pre-trained in {future.result():.0f} s", flush=True)
-
-    futures = {}
-    for seed in args.seeds:
+    def variant_runs(seed):
+        """Copies the seed's pre-trained run once per variant and queues them."""
         source = os.path.join(args.work_dir, f"seed{seed}", "pretrained")
+        queued = {}
         for name in args.variants:
             run_dir = os.path.join(args.work_dir, f"seed{seed}", name)
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -174,7 +162,26 @@ def main(argv=None):
                 if os.path.exists(os.path.join(run_dir, stale)):
                     os.remove(os.path.join(run_dir, stale))
             flags = base_flags(args, seed, run_dir) + ["--resume"] + VARIANTS[name]
-            futures[(name, seed)] = runner.submit(flags, run_dir + ".log")
+            queued[(name, seed)] = runner.submit(flags, run_dir + ".log")
+        return queued
+
+    # Pre-training first; each seed's variants are queued as soon as its pre-training ends.
+    futures, pending = {}, {}
+    for seed in args.seeds:
+        run_dir = os.path.join(args.work_dir, f"seed{seed}", "pretrained")
+        if os.path.isfile(os.path.join(run_dir, "report.txt")):
+            print(f"seed {seed}: reusing {run_dir}", flush=True)
+            futures.update(variant_runs(seed))
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+        flags = base_flags(args, seed, run_dir) + ["--adversarial_iterations=0"]
+        pending[runner.submit(flags, run_dir + ".log")] = seed
+    for future in concurrent.futures.as_completed(list(pending)):
+        seed = pending[future]
+        print(f"seed {seed}: pre-trained in {future.result():.0f} s", flush=True)
+        futures.update(variant_runs(seed))
+
     runs = {}
     for (name, seed), future in futures.items():
         seconds = future.result()

@@ -130,7 +130,7 @@ def test_every_step_compiles_under_xla(tmp_path):
     loss, accuracy = xla.discriminator_step(tokens, labels, seed)
     assert np.isfinite(float(loss)) and 0.0 <= float(accuracy) <= 1.0
     assert any(not np.array_equal(w.numpy(), b) for w, b in zip(xla.discriminator.trainable_weights, before))
-    rewards = xla.rewards(tokens, seed)
+    rewards = xla.rewards(tokens, seed, xla.real_batch())
     assert tuple(rewards.shape) == (16, 6)
     assert np.all((rewards.numpy() >= 0) & (rewards.numpy() <= 1))
     assert np.isfinite(float(xla.policy_gradient_step(tokens, rewards)))

@@ -193,7 +193,7 @@ def test_trainer_rewards_fast_path_equals_plain_scoring_of_padded_completions(te
     trainer, _, _, _ = text_run
     samples = trainer.sample(8, seed=[7, 8])
     seed = tf.constant([2, 3], tf.int64)
-    fast = trainer.rewards(samples, seed)
+    fast = trainer.rewards(samples, seed, trainer.real_batch())
     plain = rollout.compute_rewards(
         trainer.rollout_policy,
         trainer.discriminator.real_probability,

@@ -65,7 +65,7 @@ def test_steps_do_not_retrace_across_batch_sizes(tmp_path):
         assert np.isfinite(float(d_loss)) and 0.0 <= float(accuracy) <= 1.0
         pg_loss = trainer.policy_gradient_step(tokens, tf.fill([batch, TIME], 0.5))
         assert np.isfinite(float(pg_loss))
-        rewards = trainer.rewards(tokens, seed)
+        rewards = trainer.rewards(tokens, seed, trainer.real_batch())
         assert tuple(rewards.shape) == (batch, TIME)
         samples = trainer.generate(tf.constant(batch, tf.int32), seed)
         assert tuple(samples.shape) == (batch, TIME)

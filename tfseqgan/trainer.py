@@ -788,7 +788,7 @@ class SeqGANTrainer:
                 self.evaluate("discriminator", round_, {"d_loss": d_loss, "d_train_accuracy": d_accuracy})
             self._save()  # after the evaluation, as in the other phases: a kill between them repeats the round
 
-    def _real_batch(self):
+    def real_batch(self):
         """batch_size real sequences drawn without replacement (the relativistic
         rewards' comparison); (0, time) when --d_loss=standard (no draw)."""
         t = self.train_config
@@ -802,7 +802,7 @@ class SeqGANTrainer:
         """Sample a batch, reward it by rollouts, one PG step, update beta."""
         # Each replica samples, rewards and differentiates its rows of the batch.
         samples = self.generate_per_replica(tf.constant(self.train_config.batch_size, tf.int32), self.next_seed())
-        rewards = self.rewards(samples, self.next_seed(), self._real_batch())
+        rewards = self.rewards(samples, self.next_seed(), self.real_batch())
         loss = float(self.policy_gradient_step(samples, rewards))
         self._check(loss, "adversarial", f"{iteration} (generator)")
         self.update_rollout()

@@ -70,7 +70,7 @@ def main(run_dir):
 
     for name, t in (("single", single), ("mirrored", multi)):
         samples = t.generate_per_replica(tf.constant(batch, tf.int32), tf.constant([5, 6], tf.int64))
-        rewards = t.rewards(samples, tf.constant([7, 8], tf.int64))
+        rewards = t.rewards(samples, tf.constant([7, 8], tf.int64), t.real_batch())
         losses[f"pg_{name}"] = float(t.policy_gradient_step(samples, rewards))
         losses[f"mean_reward_{name}"] = float(t.mean_over_replicas(rewards))
         t.update_rollout()
