@@ -74,7 +74,7 @@ def rollout_completions(
         tf.range(groups)[:, tf.newaxis] * global_batch + batch_offset + tf.range(batch)[tf.newaxis], [-1]
     )  # (rows,) in the row order below
     completed = sample_sequences(
-        policy.step,
+        policy.decoding_step(),
         given,
         starts,
         (states_at_prefixes(hidden), states_at_prefixes(cell)),

@@ -65,6 +65,15 @@ def _last_index_at_most_by_counting(cdf, target):
     return tf.minimum(at_most, below_total)
 
 
+def _cumsum_rows(values):
+    """Inclusive prefix sums along axis 1 of (rows, n) with a static n, as a
+    MatMul by the upper-triangular ones: on CPU several times faster than
+    the Cumsum kernel for rows this short, and the same sums (each column
+    adds the same terms in the same order; the zeros add nothing)."""
+    n = values.shape[1]
+    return tf.matmul(values, tf.linalg.band_part(tf.ones([n, n], values.dtype), 0, -1))
+
+
 def inverse_cdf_sample(logits, uniforms, block_size=None, portable=False):
     """The draw of `categorical_sample` from given uniforms.
 
@@ -93,9 +102,9 @@ def inverse_cdf_sample(logits, uniforms, block_size=None, portable=False):
 
     # If u * total rounds up to total, stop at the last block (id) with mass,
     # never past it (nor into padding).
-    block_cdf = tf.cumsum(tf.reduce_sum(probs, axis=2), axis=1)  # (batch, blocks)
+    block_cdf = _cumsum_rows(tf.reduce_sum(probs, axis=2))  # (batch, blocks)
     block = find(block_cdf, uniforms[:, 0] * block_cdf[:, -1])
-    inner_cdf = tf.cumsum(tf.gather(probs, block, batch_dims=1), axis=1)  # (batch, block_size)
+    inner_cdf = _cumsum_rows(tf.gather(probs, block, batch_dims=1))  # (batch, block_size)
     offset = find(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
     return block * block_size + offset
 
@@ -266,7 +275,7 @@ def sample_free(generator, batch_size, seed, temperature=1.0, greedy=False, row_
     `seed` (see `sample_sequences`)."""
     time = generator.sequence_length
     return sample_sequences(
-        generator.step,
+        generator.decoding_step(),
         tf.zeros([batch_size, time], tf.int32),
         tf.zeros([batch_size], tf.int32),
         generator.initial_state(batch_size),
@@ -288,7 +297,7 @@ def complete_prefixes(generator, prefixes, prefix_lengths, seed, temperature=1.0
     index = tf.minimum(prefix_lengths, generator.sequence_length - 1)
     state = (tf.gather(hidden, index, batch_dims=1), tf.gather(cell, index, batch_dims=1))
     return sample_sequences(
-        generator.step,
+        generator.decoding_step(),
         prefixes,
         prefix_lengths,
         state,
@@ -309,7 +318,7 @@ def sample_with_given_tokens(
     given_tokens = tf.convert_to_tensor(given_tokens, tf.int32)
     batch = tf.shape(given_tokens)[0]
     return sample_sequences(
-        generator.step,
+        generator.decoding_step(),
         given_tokens,
         tf.zeros([batch], tf.int32),
         generator.initial_state(batch),

@@ -19,6 +19,7 @@ from tfseqgan import bleu, checkpoints, distribute, faults, losses, metrics, ora
 from tfseqgan.config import TextConfig
 from tfseqgan.discriminator import Discriminator
 from tfseqgan.generator import Generator
+from tfseqgan.optimizers import FusedAdam
 
 PHASES = ("mle", "discriminator", "adversarial")
 
@@ -158,10 +159,11 @@ class SeqGANTrainer:
             name="discriminator",
         )
         # Clipping is done on the gradient summed over replicas (see
-        # distribute.apply_summed_gradients), not by the optimizers.
-        self.mle_optimizer = keras.optimizers.Adam(t.generator_learning_rate)
-        self.pg_optimizer = keras.optimizers.Adam(t.policy_gradient_learning_rate)
-        self.discriminator_optimizer = keras.optimizers.Adam(t.discriminator_learning_rate)
+        # distribute.apply_summed_gradients), not by the optimizers. FusedAdam:
+        # Keras' Adam with TensorFlow's one-pass update kernel (optimizers.py).
+        self.mle_optimizer = FusedAdam(t.generator_learning_rate)
+        self.pg_optimizer = FusedAdam(t.policy_gradient_learning_rate)
+        self.discriminator_optimizer = FusedAdam(t.discriminator_learning_rate)
         self.mle_optimizer.build(self.generator.trainable_variables)
         self.pg_optimizer.build(self.generator.trainable_variables)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
