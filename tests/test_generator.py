@@ -173,3 +173,17 @@ def test_output_log_probs_stays_finite_for_very_unlikely_targets():
     kernel = tf.constant([[200.0, -200.0], [200.0, -200.0]])
     log_probs = output_log_probs(hidden, kernel, tf.zeros([2]), tf.constant([1], tf.int32))
     np.testing.assert_allclose(log_probs.numpy(), [-800.0], rtol=1e-5)
+
+
+def test_decoding_step_matches_step_and_a_numpy_output_layer(generator):
+    """The decoding loops' step (output weights read once, bias folded into the
+    MatMul) gives `step`'s logits and state, and the logits are h @ W + b."""
+    state = (tf.constant(np.linspace(-1, 1, BATCH * HIDDEN).reshape(BATCH, HIDDEN), tf.float32),) * 2
+    tokens = tf.constant([0, 3, 9])
+    logits, (hidden, cell) = generator.step(tokens, state)
+    fast_logits, (fast_hidden, fast_cell) = generator.decoding_step()(tokens, state)
+    np.testing.assert_allclose(fast_logits, logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(fast_hidden, hidden)
+    np.testing.assert_array_equal(fast_cell, cell)
+    kernel, bias = generator.output_layer.kernel.numpy(), generator.output_layer.bias.numpy()
+    np.testing.assert_allclose(logits, hidden.numpy() @ kernel + bias, rtol=1e-5, atol=1e-5)

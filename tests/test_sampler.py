@@ -335,3 +335,12 @@ def test_static_shape_decoding_compiles_under_xla(generator):
 
     samples = complete(tf.constant(prefixes), tf.constant(lengths), tf.constant([1, 2], tf.int64))
     assert_prefix_kept(samples, prefixes, lengths)
+
+
+def test_cumsum_rows_is_the_cumulative_sum_and_never_decreases():
+    """The sampler's prefix sums (a MatMul by the upper-triangular ones) equal
+    tf.cumsum and stay non-decreasing, as the inverse-CDF search needs."""
+    values = tf.constant(np.random.default_rng(0).exponential(size=(257, 71)) ** 4, tf.float32)
+    sums = sampler._cumsum_rows(values).numpy()
+    np.testing.assert_allclose(sums, tf.cumsum(values, axis=1).numpy(), rtol=1e-6)
+    assert (np.diff(sums, axis=1) >= 0).all()
