@@ -242,7 +242,15 @@ flags.DEFINE_enum(
     "Compute the LSTM, CNN and highway in this type (weights, logits, softmax and losses stay float32); "
     "float16 adds dynamic loss scaling.",
 )
-_section("Devices", "strategy", "devices", "tpu", "jit_compile", "mixed_precision")
+flags.DEFINE_enum(
+    "reward_precision",
+    "auto",
+    ["auto", "float32", "bfloat16"],
+    "Precision of D's CNN and highway when scoring rollouts for rewards (the rest stays as --mixed_precision "
+    "says). auto: bfloat16 on devices with bfloat16 matrix units (AMX/AVX512-BF16 CPUs, Ampere+ GPUs, TPUs), "
+    "else the compute dtype.",
+)
+_section("Devices", "strategy", "devices", "tpu", "jit_compile", "mixed_precision", "reward_precision")
 
 
 class FlagError(ValueError):

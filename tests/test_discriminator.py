@@ -151,3 +151,39 @@ def test_real_probability_of_completions_inside_tf_function():
     np.testing.assert_allclose(
         scores(sequences, completions).numpy(), np.broadcast_to(expected, (TIME - 1, 2, 2)), rtol=1e-5
     )
+
+
+def test_reward_scoring_in_float64_equals_the_float32_layers():
+    """The precision-cast path (embeddings gathered, windows as one im2col
+    MatMul, the highway's Dense layers by hand) computes the same function
+    as the Keras layers; float64 makes it exact up to float32 round-off."""
+    discriminator = new_discriminator(window_sizes=(1, 4, TIME), num_filters=(3, 5, 7))
+    sequences = random_tokens(seed=4, batch=BATCH)
+    np.testing.assert_allclose(
+        discriminator.real_probability(sequences, tf.float64).numpy(),
+        discriminator.real_probability(sequences).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    rng = np.random.default_rng(5)
+    completions = rng.integers(0, VOCAB, (TIME - 1, 2, BATCH, TIME)).astype(np.int32)
+    for t in range(1, TIME):
+        completions[t - 1, :, :, :t] = sequences.numpy()[:, :t]
+    np.testing.assert_allclose(
+        discriminator.critic_of_completions(sequences, completions, tf.float64).numpy(),
+        discriminator.critic_of_completions(sequences, completions).numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_bfloat16_reward_scoring_stays_near_float32():
+    """--reward_precision=bfloat16: the rewards move by bfloat16 round-off
+    (8-bit mantissas, float32 accumulation), not by more."""
+    discriminator = new_discriminator(window_sizes=(1, 4, TIME), num_filters=(3, 5, 7))
+    sequences = random_tokens(seed=6, batch=64)
+    exact = discriminator.real_probability(sequences).numpy()
+    fast = discriminator.real_probability(sequences, tf.bfloat16)
+    assert fast.dtype == tf.float32
+    assert np.abs(fast.numpy() - exact).max() < 0.02
+    assert np.std(exact) > 1e-2  # the rewards differ from row to row, so the bound has power

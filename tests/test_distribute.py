@@ -14,6 +14,7 @@ from conftest import REPO_ROOT, tiny_configs
 from test_main import TINY_FLAGS, environment
 
 from tfseqgan import distribute
+from tfseqgan import trainer as trainer_lib
 from tfseqgan.trainer import SeqGANTrainer
 
 TIMEOUT_S = 300  # a hang guard; each check takes well under a minute alone
@@ -194,3 +195,25 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: --strategy=multi_worker: the cluster must be given in the TF_CONFIG environment variable"]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [("fpu sse avx512f avx512_bf16 amx_tile", True), ("fpu sse amx_bf16", True), ("fpu sse avx2 avx512f", False)],
+)
+def test_bfloat16_matrix_units_are_read_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+    assert distribute.cpu_has_bfloat16_matrix_units(str(cpuinfo)) is expected
+    assert distribute.cpu_has_bfloat16_matrix_units(str(tmp_path / "missing")) is False
+
+
+def test_reward_precision_resolves_per_flag_and_hardware():
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert trainer_lib.reward_dtype("float32", "", strategy) == tf.float32
+    assert trainer_lib.reward_dtype("bfloat16", "", strategy) == tf.bfloat16
+    assert trainer_lib.reward_dtype("auto", "float16", strategy) is None  # the compute dtype
+    auto = trainer_lib.reward_dtype("auto", "", strategy)
+    assert auto == (tf.bfloat16 if distribute.cpu_has_bfloat16_matrix_units() else None)
+    with pytest.raises(ValueError, match="--reward_precision=half"):
+        trainer_lib.reward_dtype("half", "", strategy)

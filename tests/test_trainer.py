@@ -313,3 +313,22 @@ def test_a_non_finite_loss_leaves_weights_and_optimizer_untouched(tmp_path):
     assert int(trainer.mle_optimizer.iterations) == iterations
     for value, variable in zip(before, trainer.generator.trainable_variables):
         np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_bfloat16_rewards_stay_near_float32_rewards(tmp_path):
+    """--reward_precision changes only the precision D scores the same rollouts in."""
+    rewards = {}
+    for precision in ("float32", "bfloat16"):
+        trainer = quiet_trainer(tmp_path / precision, reward_precision=precision)
+        trainer.make_data()
+        tokens = tokens_of(16, seed=3)
+        rewards[precision] = trainer.rewards(tokens, tf.constant([5, 6], tf.int64), trainer.real_batch()).numpy()
+    assert trainer.reward_dtype == tf.bfloat16
+    difference = np.abs(rewards["bfloat16"] - rewards["float32"])
+    assert difference.max() < 0.01 and difference.max() > 0  # bfloat16 round-off, not another computation
+    assert np.std(rewards["float32"]) > 1e-3
+
+
+def test_an_unknown_reward_precision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--reward_precision=float8"):
+        quiet_trainer(tmp_path, reward_precision="float8")

@@ -196,7 +196,7 @@ def test_paired_batches_hold_whole_real_fake_pairs(tmp_path):
 
 @pytest.mark.parametrize("d_loss", ["relativistic", "relativistic_average"])
 def test_relativistic_runs_train_and_reward_in_unit_interval(tmp_path, d_loss):
-    trainer = quiet_trainer(tmp_path, d_loss=d_loss, adversarial_iterations=1)
+    trainer = quiet_trainer(tmp_path, d_loss=d_loss, adversarial_iterations=1, reward_precision="float32")
     history = trainer.run()
     assert np.isfinite(history[-1]["d_loss"])
     samples = trainer.generate(tf.constant(8, tf.int32), tf.constant([1, 2], tf.int64))

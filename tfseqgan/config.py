@@ -70,6 +70,10 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False  # XLA-compile every step's computation (static shapes)
     mixed_precision: str = ""  # "", "bfloat16" or "float16" (with dynamic loss scaling)
+    # Precision of D's CNN and highway when it scores rollouts for rewards:
+    # "auto" (bfloat16 where the device has bfloat16 matrix units and no
+    # mixed precision is set, else the compute dtype), "float32" or "bfloat16".
+    reward_precision: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,13 +51,30 @@ class Highway(keras.layers.Layer):
         self.gate.build(input_shape)
 
     def call(self, inputs):
-        gate = self.gate(inputs)
-        return gate * self.transform(inputs) + (1.0 - gate) * inputs
+        # In the inputs' dtype when called directly (`Highway.call`): the
+        # rewards may run the highway in bfloat16 under a float32 policy.
+        gate = _dense(self.gate, inputs)
+        return gate * _dense(self.transform, inputs) + (1.0 - gate) * inputs
 
     def get_config(self):
         config = super().get_config()
         config.update(gate_bias=self.gate_bias, seed=self.seed)
         return config
+
+
+def _conv_outputs(conv, embedded):
+    """A VALID Conv1D's ReLU outputs at every window position, (rows,
+    positions, filters), computed in `embedded`'s dtype: the layer itself when
+    that is its compute dtype, else one MatMul over the windows' taps
+    (im2col) with the kernel cast, which oneDNN runs on bfloat16 matrix units."""
+    if embedded.dtype == conv.compute_dtype:
+        return conv(embedded)
+    width = conv.kernel_size[0]
+    positions = embedded.shape[1] - width + 1
+    windows = tf.concat([embedded[:, tap : tap + positions] for tap in range(width)], axis=2)
+    kernel = tf.reshape(tf.cast(conv.kernel, embedded.dtype), [width * embedded.shape[2], conv.filters])
+    outputs = tf.einsum("bpk,kf->bpf", windows, kernel)
+    return conv.activation(tf.nn.bias_add(outputs, tf.cast(conv.bias, embedded.dtype)))
 
 
 def _max_over_time(conv, embedded):
@@ -68,11 +85,19 @@ def _max_over_time(conv, embedded):
     """
     width = conv.kernel_size[0]
     if embedded.shape[1] != width:
-        return tf.reduce_max(conv(embedded), axis=1)
+        return tf.reduce_max(_conv_outputs(conv, embedded), axis=1)
     kernel = tf.cast(conv.kernel, embedded.dtype)  # (width, embed, filters)
     flat = tf.reshape(embedded, [-1, width * embedded.shape[2]])  # (rows, width * embed)
     outputs = tf.matmul(flat, tf.reshape(kernel, [width * embedded.shape[2], conv.filters]))
     return conv.activation(tf.nn.bias_add(outputs, tf.cast(conv.bias, embedded.dtype)))
+
+
+def _dense(layer, inputs):
+    """A Dense layer in `inputs`' dtype (its weights cast), activation included."""
+    if inputs.dtype == layer.compute_dtype:
+        return layer(inputs)
+    outputs = tf.matmul(inputs, tf.cast(layer.kernel, inputs.dtype))
+    return layer.activation(tf.nn.bias_add(outputs, tf.cast(layer.bias, inputs.dtype)))
 
 
 @keras.saving.register_keras_serializable(package="tfseqgan")
@@ -195,9 +220,30 @@ class Discriminator(keras.Model):
         pooled = [tf.reduce_max(conv(embedded), axis=1) for conv in self.convolutions]
         return self._logits_of_pooled(pooled, training, dropout_seed, row_offset, num_rows)
 
+    def _embed(self, tokens, dtype=None):
+        """Token embeddings in `dtype` (default: the compute dtype)."""
+        if dtype is None or tf.as_dtype(dtype) == self.embedding.compute_dtype:
+            return self.embedding(tokens)
+        return tf.gather(tf.cast(self.embedding.embeddings, dtype), tokens)
+
+    def _logits(self, tokens, dtype=None):
+        """Logits with dropout off, the CNN and highway computed in `dtype`
+        (default: the model's compute dtype); the output layer stays float32."""
+        if dtype is None or tf.as_dtype(dtype) == self.compute_dtype:
+            return self(tokens, training=False)
+        embedded = self._embed(tokens, dtype)
+        return self._logits_of_pooled(
+            [tf.reduce_max(_conv_outputs(conv, embedded), axis=1) for conv in self.convolutions]
+        )
+
     def _logits_of_pooled(self, pooled, training=False, dropout_seed=None, row_offset=0, num_rows=None):
-        """Highway, dropout and output layer over the per-window max-pooled features."""
-        features = self.highway(tf.concat(pooled, axis=1))  # (batch, sum(filters))
+        """Highway, dropout and output layer over the per-window max-pooled
+        features, the highway in the features' dtype."""
+        features = tf.concat(pooled, axis=1)  # (batch, sum(filters))
+        if features.dtype == self.highway.compute_dtype:
+            features = self.highway(features)
+        else:  # skips the layer's cast of its inputs to its policy's dtype
+            features = self.highway.call(features)
         if training and dropout_seed is not None and self.dropout_rate > 0:
             batch = tf.shape(features)[0]
             num_rows = batch if num_rows is None else num_rows
@@ -213,25 +259,28 @@ class Discriminator(keras.Model):
         """l2_weight * (||W||^2 + ||b||^2) / 2 of the output layer."""
         return self.l2_weight * tf.add_n([tf.nn.l2_loss(w) for w in self.output_layer.trainable_weights])
 
-    def real_probability(self, tokens):
-        """P(real | tokens), (batch,), with dropout off: the reward."""
-        return tf.nn.softmax(self(tokens, training=False))[:, 1]
+    def real_probability(self, tokens, dtype=None):
+        """P(real | tokens), (batch,), with dropout off: the reward. `dtype`:
+        the precision of the CNN and highway (default: the compute dtype;
+        `tf.bfloat16` is the rewards' fast path on hardware with bfloat16
+        matrix units)."""
+        return tf.nn.softmax(self._logits(tokens, dtype))[:, 1]
 
-    def critic(self, tokens):
+    def critic(self, tokens, dtype=None):
         """C(x) = logit(real) - logit(fake), (batch,), dropout off: P(real) =
         sigmoid(C); the relativistic rewards compare it with real sequences'."""
-        return losses.critic_of_logits(self(tokens, training=False))
+        return losses.critic_of_logits(self._logits(tokens, dtype))
 
-    def critic_of_completions(self, sequences, completions):
+    def critic_of_completions(self, sequences, completions, dtype=None):
         """`critic` of every rollout completion (the layout and the reuse of
         `real_probability_of_completions`): (time - 1, num_rollouts, batch)."""
-        return self._score_completions(sequences, completions, losses.critic_of_logits)
+        return self._score_completions(sequences, completions, losses.critic_of_logits, dtype)
 
-    def real_probability_of_completions(self, sequences, completions):
+    def real_probability_of_completions(self, sequences, completions, dtype=None):
         """P(real) of every rollout completion; see `_score_completions`."""
-        return self._score_completions(sequences, completions, lambda logits: tf.nn.softmax(logits)[:, 1])
+        return self._score_completions(sequences, completions, lambda logits: tf.nn.softmax(logits)[:, 1], dtype)
 
-    def _score_completions(self, sequences, completions, score):
+    def _score_completions(self, sequences, completions, score, dtype=None):
         """score(logits) of every rollout completion, reusing the conv work on the prefixes.
 
         A completion of prefix length t shares tokens 0..t-1 with its
@@ -250,6 +299,7 @@ class Discriminator(keras.Model):
                 entry [t - 1, n, b] keeps sequences[b, :t]; what follows the
                 prefix is arbitrary (rollout_completions' layout).
             score: (rows, 2) logits -> (rows,) float32.
+            dtype: the precision of the CNN and highway (see `real_probability`).
 
         Returns:
             (time - 1, num_rollouts, batch) float32.
@@ -259,12 +309,12 @@ class Discriminator(keras.Model):
         time = sequences.shape[1]
         batch = tf.shape(sequences)[0]
         num_rollouts = tf.shape(completions)[1]
-        embedded = self.embedding(sequences)  # (batch, time, embed)
+        embedded = self._embed(sequences, dtype)  # (batch, time, embed)
         embed = embedded.shape[2]
         running, partial = [], []
         for width, conv in zip(self.window_sizes, self.convolutions):
             # running[i][s]: max of conv i's (ReLU) outputs over window starts 0..s, (batch, filters).
-            outputs = tf.unstack(conv(embedded), axis=1)  # time - width + 1 of (batch, filters)
+            outputs = tf.unstack(_conv_outputs(conv, embedded), axis=1)  # time - width + 1 of (batch, filters)
             maxima = [outputs[0]]
             for output in outputs[1:]:
                 maxima.append(tf.maximum(maxima[-1], output))
@@ -283,7 +333,7 @@ class Discriminator(keras.Model):
         for prefix_length in range(1, time):
             rows = tf.reshape(completions[prefix_length - 1], [-1, time])  # (num_rollouts * batch, time)
             first = max(0, prefix_length - max(self.window_sizes) + 1)
-            rows_embedded = self.embedding(rows[:, first:])  # (rows, time - first, embed)
+            rows_embedded = self._embed(rows[:, first:], dtype)  # (rows, time - first, embed)
             pooled = []
             for width, conv, maxima, sums in zip(self.window_sizes, self.convolutions, running, partial):
                 kernel = tf.cast(conv.kernel, embedded.dtype)

@@ -47,6 +47,38 @@ def make_strategy(name="auto", devices=(), tpu=""):
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
+# /proc/cpuinfo flags of x86 CPUs whose matrix units multiply bfloat16 (oneDNN uses them).
+_CPU_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_bfloat16_matrix_units(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU lists AMX-BF16 or AVX512-BF16 among its flags."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as stream:
+            flags = {word for line in stream if line.startswith("flags") for word in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return any(flag in flags for flag in _CPU_BFLOAT16_FLAGS)
+
+
+def has_bfloat16_matrix_units(strategy):
+    """Whether the strategy's devices multiply bfloat16 matrices natively, so
+    bfloat16 MatMuls run faster than float32 ones: TPUs, NVIDIA GPUs of
+    compute capability 8.0 or later, CPUs with AMX-BF16 or AVX512-BF16."""
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: TensorFlow's own placement, a GPU when there is one
+        devices = [device.name for device in tf.config.list_logical_devices("GPU")[:1]] or ["/cpu:0"]
+    kinds = {(tf.DeviceSpec.from_string(device).device_type or "CPU").upper() for device in devices}
+    if "TPU" in kinds:
+        return True
+    if "GPU" in kinds:
+        gpus = tf.config.list_physical_devices("GPU")
+        capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
+        return bool(capabilities) and all(c is not None and tuple(c) >= (8, 0) for c in capabilities)
+    return cpu_has_bfloat16_matrix_units()
+
+
 def is_chief(strategy):
     """True on the worker that writes checkpoints, metrics and exports."""
     resolver = getattr(strategy, "cluster_resolver", None)

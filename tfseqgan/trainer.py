@@ -58,6 +58,22 @@ def _check_variants(t, replicas):
         )
 
 
+REWARD_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def reward_dtype(reward_precision, mixed_precision, strategy):
+    """The dtype D's CNN and highway score rollouts in, or None for the
+    model's compute dtype: `auto` picks bfloat16 on devices with bfloat16
+    matrix units unless mixed precision already sets the compute dtype."""
+    if reward_precision not in REWARD_PRECISIONS:
+        raise ValueError(f"--reward_precision={reward_precision}: expected one of {', '.join(REWARD_PRECISIONS)}")
+    if reward_precision == "auto":
+        if mixed_precision or not distribute.has_bfloat16_matrix_units(strategy):
+            return None
+        return tf.bfloat16
+    return tf.as_dtype(reward_precision)
+
+
 def _finite(value):
     return bool(np.isfinite(value))
 
@@ -127,6 +143,7 @@ class SeqGANTrainer:
             with self.strategy.scope():
                 self.oracle = self._build_oracle()
         self.dtype_policy = f"mixed_{t.mixed_precision}" if t.mixed_precision else "float32"
+        self.reward_dtype = reward_dtype(t.reward_precision, t.mixed_precision, self.strategy)
         with self.strategy.scope():
             self._build_models(banned)
         self._build_rest()
@@ -318,16 +335,22 @@ class SeqGANTrainer:
         @compiled
         def rollout_rewards(tokens, seed, offset, reals):
             batch = tf.shape(tokens)[0]
-            reward_fn = self.discriminator.real_probability
-            completion_reward_fn = self.discriminator.real_probability_of_completions
+            d, dtype = self.discriminator, self.reward_dtype  # --reward_precision
+
+            def reward_fn(rows):
+                return d.real_probability(rows, dtype)
+
+            def completion_reward_fn(sequences, completions):
+                return d.real_probability_of_completions(sequences, completions, dtype)
+
             if t.d_loss != "standard":  # relative to the real sequences `reals`
-                real_critic = self.discriminator.critic(reals)
+                real_critic = d.critic(reals, dtype)
 
                 def reward_fn(rows):
-                    return losses.rewards_from_critic(t.d_loss, self.discriminator.critic(rows), real_critic)
+                    return losses.rewards_from_critic(t.d_loss, d.critic(rows, dtype), real_critic)
 
                 def completion_reward_fn(sequences, completions):
-                    critic = self.discriminator.critic_of_completions(sequences, completions)
+                    critic = d.critic_of_completions(sequences, completions, dtype)
                     return losses.rewards_from_critic(t.d_loss, critic, real_critic)
 
             return rollout.compute_rewards(
@@ -830,6 +853,9 @@ class SeqGANTrainer:
 
     def train_adversarial(self):
         t = self.train_config
+        if int(self.adversarial_iteration) < t.adversarial_iterations:
+            dtype = (self.reward_dtype or tf.as_dtype(self.discriminator.compute_dtype)).name
+            self.log(f"rewards: D scores the rollouts in {dtype} (--reward_precision={t.reward_precision})")
         if int(self.adversarial_iteration) == 0 and t.adversarial_iterations > 0:
             self.evaluate("adversarial", 0)
         while int(self.adversarial_iteration) < t.adversarial_iterations:
