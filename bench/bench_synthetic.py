@@ -73,13 +73,16 @@ def main():
     parser.add_argument("--oracle_weights", default="", help="oracle .npz; default: random oracle")
     parser.add_argument("--jit_compile", action="store_true", help="XLA-compile the steps")
     parser.add_argument("--mixed_precision", default="", choices=["", "bfloat16", "float16"])
+    parser.add_argument("--reward_precision", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--strategy", default="auto", choices=distribute.STRATEGIES)
     parser.add_argument("--units", default="sample_9984,mle_epoch,adversarial_generator_step,discriminator_round")
     args = parser.parse_args()
     strategy = distribute.make_strategy(args.strategy)
 
     # The paper's schedule
-    train = config.TrainConfig(jit_compile=args.jit_compile, mixed_precision=args.mixed_precision)
+    train = config.TrainConfig(
+        jit_compile=args.jit_compile, mixed_precision=args.mixed_precision, reward_precision=args.reward_precision
+    )
     trainer = SeqGANTrainer(
         config.ModelConfig(),
         config.OracleConfig(weights_path=args.oracle_weights),
@@ -130,6 +133,8 @@ def main():
         "settings": "vocabulary 5000, length 20, batch 64, paper D (1,720 filters), 16 rollouts",
         "jit_compile": args.jit_compile,
         "mixed_precision": args.mixed_precision or "float32",
+        "reward_precision": args.reward_precision,
+        "reward_dtype": (trainer.reward_dtype or tf.as_dtype(trainer.discriminator.compute_dtype)).name,
         "strategy": args.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "devices": [d.name for d in tf.config.list_logical_devices()],
