@@ -112,6 +112,7 @@ def test_two_workers_on_localhost_train_in_step(tmp_path):
     )
 
 
+@pytest.mark.slow  # about 20 s of XLA compiles: -m slow
 def test_every_step_compiles_under_xla(tmp_path):
     """--jit_compile: MLE, D, rewards, policy gradient, sampling and evaluation build
     with jit_compile=True on CPU; deterministic steps agree with the plain graph."""

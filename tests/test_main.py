@@ -32,6 +32,7 @@ TINY_FLAGS = [
     "--adversarial_eval_every=1",
     "--num_eval_samples=64",
     "--num_discriminator_eval_samples=32",
+    "--reward_precision=float32",  # as conftest's TINY_TRAIN: the same numbers on every CPU
     "--noprogress",
     "--noexport",  # the export at the end of a run is tested in test_export_cli.py
 ]
@@ -252,7 +253,8 @@ def test_resume_through_the_cli(tiny_run, tmp_path):
     assert [(r["phase"], r["step"]) for r in records[7:]] == [("adversarial", 3)]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGTERM in the default suite; SIGINT takes the same path (one handler for both) and runs with -m slow.
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_signal_writes_a_checkpoint_and_exits_non_zero(tmp_path, signum):
 
     run_dir = tmp_path / "run"
