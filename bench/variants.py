@@ -18,6 +18,8 @@ Runs go to --work_dir (kept, each with its metrics.jsonl and log); the
 results to --out (JSON, every seed's figures) and beside it a Markdown table
 (.md). --parallel N runs N trainings at once, each pinned to its own core
 (Linux), which on a 2-core host finishes sooner than one run using both.
+--reuse_finished keeps variant runs that already finished (an interrupted
+experiment continues where it stopped).
 """
 
 import argparse
@@ -56,6 +58,11 @@ def parse_args(argv):
     parser.add_argument("--out", default="", help="JSON results (default bench/results/variants_SETTING.json)")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at once, each pinned to one core")
     parser.add_argument("--extra", default="", help="more flags for every run, space-separated")
+    parser.add_argument(
+        "--reuse_finished",
+        action="store_true",
+        help="keep variant runs that already finished (report.txt written), e.g. after an interrupted experiment",
+    )
     args = parser.parse_args(argv)
     args.seeds = [int(seed) for seed in args.seeds.split(",")]
     args.variants = args.variants.split(",")
@@ -156,6 +163,12 @@ def main(argv=None):
         queued = {}
         for name in args.variants:
             run_dir = os.path.join(args.work_dir, f"seed{seed}", name)
+            if args.reuse_finished and os.path.isfile(os.path.join(run_dir, "report.txt")):
+                print(f"{name} seed {seed}: reusing the finished {run_dir}", flush=True)
+                finished = concurrent.futures.Future()
+                finished.set_result(records(run_dir)[-1].get("elapsed_seconds", 0.0))
+                queued[(name, seed)] = finished
+                continue
             shutil.rmtree(run_dir, ignore_errors=True)
             shutil.copytree(source, run_dir)
             for stale in ("report.txt", ".lock"):
