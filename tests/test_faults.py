@@ -134,6 +134,7 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(killed_and_resum
     assert numbers(base / case) == reference[1]
 
 
+@pytest.mark.slow  # ~40 s of CLI runs; the lock's refusal is also tested in-process below
 def test_hung_run_holds_the_directory_until_killed_from_outside(tmp_path, reference):
     """A second run is refused while the first lives; SIGKILL from the test frees the lock; resume loses nothing."""
     run_dir = tmp_path / "run"
@@ -165,6 +166,7 @@ def test_hung_run_holds_the_directory_until_killed_from_outside(tmp_path, refere
     assert numbers(run_dir) == reference[1]
 
 
+@pytest.mark.slow  # ~35 s of CLI runs; failing checkpoint writes are also tested in-process below
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, reference):
     """Every file write fails from the third checkpoint on (RLIMIT_FSIZE 0: real EFBIG errors inside TensorFlow)."""
     run_dir = tmp_path / "run"
@@ -443,6 +445,7 @@ export_run({run_dir!r})
 """
 
 
+@pytest.mark.slow  # ~37 s; the full-disk and failed-export tests cover the same guarantee in-process
 def test_kill_9_during_an_export_keeps_the_previous_export_and_a_new_one_replaces_it(tmp_path):
     from export_runs import make_run
 
