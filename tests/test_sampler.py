@@ -219,6 +219,35 @@ def test_sample_free_with_dominant_token(generator):
     np.testing.assert_array_equal(samples, np.full((5, TIME), 6))
 
 
+@pytest.mark.parametrize("temperature,greedy", [(1.0, False), (0.7, False), (1.0, True)])
+def test_sample_free_draws_what_the_loop_draws_from_position_zero(generator, temperature, greedy):
+    """The first position, computed once for all rows, gives each row the token the general loop gives it."""
+    seed = tf.constant([5, 8], tf.int64)
+    batch = 300
+    free = sampler.sample_free(generator, batch, seed, temperature=temperature, greedy=greedy).numpy()
+    loop = sampler.sample_sequences(
+        generator.decoding_step(),
+        tf.zeros([batch, TIME], tf.int32),
+        tf.zeros([batch], tf.int32),
+        generator.initial_state(batch),
+        generator.start_token,
+        seed,
+        temperature=temperature,
+        greedy=greedy,
+    ).numpy()
+    np.testing.assert_array_equal(free, loop)
+    if not greedy:
+        assert len(np.unique(free[:, 0])) > 1  # the first tokens are drawn per row, not shared
+
+
+def test_one_distribution_for_many_rows_samples_as_the_rows_would():
+    logits = tf.random.stateless_normal([37], [1, 2]) * 3.0
+    uniforms = tf.random.stateless_uniform([500, 2], [3, 4])
+    shared = sampler.inverse_cdf_sample_shared(logits, uniforms, block_size=5)
+    per_row = sampler.inverse_cdf_sample(tf.tile(logits[tf.newaxis], [500, 1]), uniforms, block_size=5)
+    np.testing.assert_array_equal(shared.numpy(), per_row.numpy())
+
+
 def test_sample_free_shape_range_and_determinism(generator):
     a = sampler.sample_free(generator, 32, tf.constant([9, 9], tf.int64)).numpy()
     b = sampler.sample_free(generator, 32, tf.constant([9, 9], tf.int64)).numpy()

@@ -109,6 +109,34 @@ def inverse_cdf_sample(logits, uniforms, block_size=None, portable=False):
     return block * block_size + offset
 
 
+def inverse_cdf_sample_shared(logits, uniforms, block_size=None):
+    """`inverse_cdf_sample` of every row of `uniforms` from one distribution,
+    softmax(logits) with logits (vocab,): the softmax, block masses and
+    cumulative sums are computed once, not once per row.
+
+    Args:
+        logits: (vocab,) float32.
+        uniforms: (batch, 2) float32 in [0, 1): the block's and the id's.
+        block_size: ids per block; None picks `default_block_size(vocab)`.
+
+    Returns:
+        (batch,) int32 ids.
+    """
+    logits = tf.convert_to_tensor(logits, tf.float32)
+    vocab = logits.shape[-1]
+    if block_size is None:
+        block_size = default_block_size(vocab)
+    num_blocks = -(-vocab // block_size)
+    batch = tf.shape(uniforms)[0]
+    probs = tf.pad(tf.nn.softmax(logits), [[0, num_blocks * block_size - vocab]])
+    probs = tf.reshape(probs, [num_blocks, block_size])
+    block_cdf = _cumsum_rows(tf.reduce_sum(probs, axis=1)[tf.newaxis])  # (1, blocks)
+    block = _last_index_at_most(tf.tile(block_cdf, [batch, 1]), uniforms[:, 0] * block_cdf[0, -1])
+    inner_cdf = tf.gather(_cumsum_rows(probs), block)  # (batch, block_size)
+    offset = _last_index_at_most(inner_cdf, uniforms[:, 1] * inner_cdf[:, -1])
+    return block * block_size + offset
+
+
 def row_noise(seed, num_rows, sequence_length):
     """The uniforms of every row and position, (time, num_rows, 2).
 
@@ -272,18 +300,40 @@ def sample_sequences(
 def sample_free(generator, batch_size, seed, temperature=1.0, greedy=False, row_offset=0, num_rows=None, **kwargs):
     """Samples `batch_size` whole sequences from `generator`: rows
     row_offset.. of a batch of `num_rows` (default batch_size) drawn with
-    `seed` (see `sample_sequences`)."""
+    `seed` (see `sample_sequences`).
+
+    Every row starts from the same state and start token, so the first
+    position's distribution is computed once and each row draws its first
+    token from it (with the uniforms `sample_sequences` would give it); the
+    loop samples the rest, one position less of full-vocabulary work.
+    """
     time = generator.sequence_length
+    step = generator.decoding_step()
+    row_ids = row_offset + tf.range(batch_size)
+    num_rows = batch_size if num_rows is None else num_rows
+    logits, state = step(tf.fill([1], tf.cast(generator.start_token, tf.int32)), generator.initial_state(1))
+    logit_bias = kwargs.get("logit_bias")
+    if logit_bias is not None:
+        logits = logits + logit_bias[0]
+    if greedy:
+        first = tf.fill([batch_size], tf.argmax(logits[0], output_type=tf.int32))
+    else:
+        if not (isinstance(temperature, float) and temperature == 1.0):
+            logits = logits / temperature
+        seed = tf.cast(seed, tf.int64)
+        noise = tf.random.stateless_uniform([num_rows, 2], tf.random.experimental.stateless_fold_in(seed, 0))
+        first = inverse_cdf_sample_shared(logits[0], tf.gather(noise, row_ids))
+    given = tf.pad(first[:, tf.newaxis], [[0, 0], [0, time - 1]])
     return sample_sequences(
-        generator.decoding_step(),
-        tf.zeros([batch_size, time], tf.int32),
-        tf.zeros([batch_size], tf.int32),
-        generator.initial_state(batch_size),
+        step,
+        given,
+        tf.ones([batch_size], tf.int32),
+        tuple(tf.repeat(s, batch_size, axis=0) for s in state),
         generator.start_token,
         seed,
         temperature=temperature,
         greedy=greedy,
-        row_ids=row_offset + tf.range(batch_size),
+        row_ids=row_ids,
         num_rows=num_rows,
         **kwargs,
     )
