@@ -234,6 +234,7 @@ def test_sample_free_draws_what_the_loop_draws_from_position_zero(generator, tem
         seed,
         temperature=temperature,
         greedy=greedy,
+        vocabulary_size=generator.vocabulary_size,
     ).numpy()
     np.testing.assert_array_equal(free, loop)
     if not greedy:
@@ -373,3 +374,25 @@ def test_cumsum_rows_is_the_cumulative_sum_and_never_decreases():
     sums = sampler._cumsum_rows(values).numpy()
     np.testing.assert_allclose(sums, tf.cumsum(values, axis=1).numpy(), rtol=1e-6)
     assert (np.diff(sums, axis=1) >= 0).all()
+
+
+def test_default_chunks_are_as_few_as_the_logits_budget_allows():
+    budget = 4 * 100 * 50  # the logits of 50 rows at vocabulary 100
+    assert sampler.default_chunk_size(40, 100, budget) == 40  # one chunk
+    assert sampler.default_chunk_size(120, 100, budget) == 40  # three equal chunks of at most 50
+    assert sampler.default_chunk_size(101, 100, budget) == 34
+    assert int(sampler.default_chunk_size(tf.constant(101), 100, budget)) == 34
+    assert sampler.default_chunk_size(5, 10**9, budget) == 1  # never below one row
+    assert sampler.default_chunk_size(40, 100, budget, most_rows=16) == 14  # three chunks of at most 16
+    with pytest.raises(ValueError, match="vocabulary_size"):
+        sampler.sample_sequences(lambda t, s: None, tf.zeros([2, 3], tf.int32), [0, 0], (), 0, [1, 2])
+
+
+def test_the_default_chunking_samples_what_small_chunks_sample(generator):
+    """Rows are keyed by id: one chunk of every row draws what chunks of 7 draw."""
+    prefixes = tf.random.stateless_uniform([50, TIME], [1, 1], 0, VOCAB, tf.int32)
+    lengths = tf.random.stateless_uniform([50], [2, 2], 0, TIME + 1, tf.int32)
+    seed = tf.constant([3, 9], tf.int64)
+    whole = sampler.complete_prefixes(generator, prefixes, lengths, seed).numpy()
+    chunked = sampler.complete_prefixes(generator, prefixes, lengths, seed, chunk_size=7).numpy()
+    np.testing.assert_array_equal(whole, chunked)

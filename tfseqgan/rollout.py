@@ -30,7 +30,7 @@ def update_rollout_weights(rollout, generator, update_rate):
 
 
 def rollout_completions(
-    policy, sequences, num_rollouts, seed, chunk_size=1024, batch_offset=0, global_batch=None, static_shapes=False
+    policy, sequences, num_rollouts, seed, chunk_size=None, batch_offset=0, global_batch=None, static_shapes=False
 ):
     """Completes every proper prefix of every sequence `num_rollouts` times.
 
@@ -39,7 +39,7 @@ def rollout_completions(
         sequences: (batch, time) int32 sampled sequences.
         num_rollouts: completions per prefix.
         seed: shape-(2,) int seed.
-        chunk_size: rows decoded together.
+        chunk_size: rows decoded together; None: `sampler.default_chunk_size`.
         batch_offset, global_batch: `sequences` are rows batch_offset.. of a
             global batch of `global_batch` (default: all of it); completion
             [t - 1, n, b] draws the random numbers of global row
@@ -81,6 +81,7 @@ def rollout_completions(
         policy.start_token,
         seed,
         chunk_size=chunk_size,
+        vocabulary_size=policy.vocabulary_size,
         row_ids=row_ids,
         num_rows=groups * global_batch,
         static_shapes=static_shapes,
