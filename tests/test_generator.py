@@ -175,6 +175,22 @@ def test_output_log_probs_stays_finite_for_very_unlikely_targets():
     np.testing.assert_allclose(log_probs.numpy(), [-800.0], rtol=1e-5)
 
 
+def test_output_log_probs_is_exact_whichever_way_the_normalizer_is_read():
+    """Targets likely enough read log p off the softmax; one too unlikely
+    sends the whole batch through the most likely id. Both give log_softmax."""
+    from tfseqgan.generator import output_log_probs
+
+    hidden = tf.constant([[1.0, 0.5], [0.3, -0.2]])
+    kernel = tf.constant([[60.0, -60.0, 1.0], [3.0, 2.0, -1.0]])
+    bias = tf.constant([0.1, 0.2, 0.3])
+    logits = tf.matmul(hidden, kernel) + bias
+    reference = tf.nn.log_softmax(tf.cast(logits, tf.float64))
+    for targets in ([2, 0], [1, 0]):  # [1, 0]: row 0's target has p ~ 1e-52, 0 in float32
+        got = output_log_probs(hidden, kernel, bias, tf.constant(targets, tf.int32)).numpy()
+        want = tf.gather(reference, targets, batch_dims=1).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_decoding_step_matches_step_and_a_numpy_output_layer(generator):
     """The decoding loops' step (output weights read once, bias folded into the
     MatMul) gives `step`'s logits and state, and the logits are h @ W + b."""

@@ -25,6 +25,11 @@ def affine(rows, weights):
     return tf.matmul(tf.concat([rows, ones], axis=1), weights)
 
 
+# Below this a float32 probability loses precision (subnormals from 1.2e-38)
+# or flushes to zero, and its log is taken the long way (`output_log_probs`).
+_SMALLEST_DIRECT_PROBABILITY = 1e-30
+
+
 @tf.custom_gradient
 def output_log_probs(hidden, kernel, bias, targets):
     """log softmax(hidden @ kernel + bias)[row, targets[row]] for each row.
@@ -45,10 +50,22 @@ def output_log_probs(hidden, kernel, bias, targets):
     """
     logits = affine(hidden, fold_bias(kernel, bias))  # (rows, vocab)
     probs = tf.nn.softmax(logits)
-    # log Z = logit - log p at the most likely id, whose p >= 1/vocab never underflows.
-    top = tf.argmax(logits, axis=1, output_type=tf.int32)
-    log_normalizer = tf.gather(logits, top, batch_dims=1) - tf.math.log(tf.gather(probs, top, batch_dims=1))
-    log_probs = tf.gather(logits, targets, batch_dims=1) - log_normalizer
+    target_probs = tf.gather(probs, targets, batch_dims=1)
+
+    def via_most_likely():
+        # log Z = logit - log p at the most likely id, whose p >= 1/vocab
+        # never underflows. The ArgMax costs a sixth of an MLE step on CPU,
+        # so it only runs when some target's probability is too small for
+        # its log to be read off directly.
+        top = tf.argmax(logits, axis=1, output_type=tf.int32)
+        log_normalizer = tf.gather(logits, top, batch_dims=1) - tf.math.log(tf.gather(probs, top, batch_dims=1))
+        return tf.gather(logits, targets, batch_dims=1) - log_normalizer
+
+    log_probs = tf.cond(
+        tf.reduce_all(target_probs >= _SMALLEST_DIRECT_PROBABILITY),
+        lambda: tf.math.log(target_probs),
+        via_most_likely,
+    )
 
     def gradient(upstream):  # upstream: (rows,)
         # d_logits = upstream * (one_hot(targets) - probs) is never formed: its
@@ -222,8 +239,11 @@ class Generator(keras.Model):
         hidden, cell = [], []
         # Unrolled over the (static) length: no while-loop overhead, and the
         # backward pass is plain graph code.
-        for position in range(tokens.shape[1]):
-            _, state = self.cell(inputs[:, position], list(state), training=training)
+        # One Unpack (whose gradient is one Pack) rather than a slice per
+        # position: each slice's gradient writes a whole (batch, time, embed)
+        # tensor of zeros.
+        for step_inputs in tf.unstack(inputs, num=tokens.shape[1], axis=1):
+            _, state = self.cell(step_inputs, list(state), training=training)
             hidden.append(state[0])
             cell.append(state[1])
         return tf.stack(hidden, axis=1), tf.stack(cell, axis=1)
