@@ -4,7 +4,9 @@ Reference: Yu et al., AAAI 2017, eq. (4) and Algorithm 1 (rollout policy
 G_beta). The paper's TF1 code builds the beta <- r*beta + (1-r)*theta ops but
 never runs them inside the rollout graph, so its rollouts use the current
 generator; here the copy is real and `update_rate = 0` reproduces that
-behaviour.
+behaviour. The copy starts from the pre-trained generator: the trainer sets
+beta <- theta once, when the adversarial phase begins (as the paper's code
+builds its rollout object after pre-training).
 """
 
 import tensorflow as tf
@@ -17,9 +19,15 @@ def clone_generator(generator, name="rollout_policy"):
     """A new Generator with the same config and weights."""
     config = dict(generator.get_config(), name=name)
     copy = Generator.from_config(config)
-    for target, source in zip(copy.weights, generator.weights):
-        target.assign(source)
+    copy_weights(copy, generator)
     return copy
+
+
+def copy_weights(rollout, generator):
+    """beta <- theta exactly, per weight (the rollout policy starts from the
+    generator it follows)."""
+    for beta, theta in zip(rollout.weights, generator.weights):
+        beta.assign(tf.cast(theta, beta.dtype))
 
 
 def update_rollout_weights(rollout, generator, update_rate):

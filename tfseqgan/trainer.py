@@ -213,6 +213,9 @@ class SeqGANTrainer:
         self.mle_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="mle_epoch")
         self.discriminator_round = tf.Variable(0, dtype=tf.int64, trainable=False, name="discriminator_round")
         self.adversarial_iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="adversarial_iteration")
+        # Whether the rollout policy was started from the pre-trained generator
+        # (beta <- theta when the adversarial phase begins; see start_rollout_policy).
+        self.rollout_started = tf.Variable(False, trainable=False, name="rollout_started")
         # --reward_baseline=moving_average: the average per position and the batches it has seen.
         length = self.model_config.sequence_length
         self.reward_baseline = tf.Variable(tf.zeros([length]), trainable=False, name="reward_baseline")
@@ -228,6 +231,7 @@ class SeqGANTrainer:
             mle_epoch=self.mle_epoch,
             discriminator_round=self.discriminator_round,
             adversarial_iteration=self.adversarial_iteration,
+            rollout_started=self.rollout_started,
             reward_baseline=self.reward_baseline,
             baseline_batches=self.baseline_batches,
             **{
@@ -461,6 +465,10 @@ class SeqGANTrainer:
         def update_rollout():
             rollout.update_rollout_weights(self.rollout_policy, self.generator, t.rollout_update_rate)
 
+        @tf.function(input_signature=[])
+        def copy_to_rollout():
+            rollout.copy_weights(self.rollout_policy, self.generator)
+
         def sampler_for(model, gather):
             @tf.function(input_signature=[tf.TensorSpec([], tf.int32), seed_spec])
             def generate(num_samples, seed):
@@ -493,6 +501,7 @@ class SeqGANTrainer:
         self.policy_gradient_step = policy_gradient_step
         self.rewards = rewards
         self.update_rollout = update_rollout
+        self.copy_to_rollout = copy_to_rollout
         self.generate = sampler_for("generator", gather=True)
         self.generate_per_replica = sampler_for("generator", gather=False)
         self.generate_oracle = None if self.oracle is None else sampler_for("oracle", gather=True)
@@ -851,9 +860,28 @@ class SeqGANTrainer:
             losses_.append(loss)
         return float(np.mean(losses_))
 
+    def start_rollout_policy(self):
+        """beta <- theta once, when the adversarial phase begins: the rollout
+        policy G_beta starts from the pre-trained generator, before the first
+        generator step of iteration 1. The flag is checkpointed, so a resume
+        anywhere gives the beta of an uninterrupted run. A checkpoint written
+        mid-adversarial by a version without the flag (whose beta started from
+        the untrained generator) keeps its beta."""
+        if bool(self.rollout_started):
+            return
+        if int(self.adversarial_iteration) == 0 and int(self.pg_optimizer.iterations) == 0:
+            self.copy_to_rollout()
+        else:
+            self.log(
+                "warning: this checkpoint was written mid-adversarial by a version whose rollout policy started from "
+                "the untrained generator; its rollout policy is kept as it is"
+            )
+        self.rollout_started.assign(True)
+
     def train_adversarial(self):
         t = self.train_config
         if int(self.adversarial_iteration) < t.adversarial_iterations:
+            self.start_rollout_policy()
             dtype = (self.reward_dtype or tf.as_dtype(self.discriminator.compute_dtype)).name
             self.log(f"rewards: D scores the rollouts in {dtype} (--reward_precision={t.reward_precision})")
         if int(self.adversarial_iteration) == 0 and t.adversarial_iterations > 0:
