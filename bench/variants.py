@@ -19,7 +19,10 @@ results to --out (JSON, every seed's figures) and beside it a Markdown table
 (.md). --parallel N runs N trainings at once, each pinned to its own core
 (Linux), which on a 2-core host finishes sooner than one run using both.
 --reuse_finished keeps variant runs that already finished (an interrupted
-experiment continues where it stopped).
+experiment continues where it stopped). --old_code=DIR adds the variant
+`paper_old_code`: the paper's setting run by DIR/main.py (a checkout of an
+earlier commit) from the same pre-trained run, to measure what a change of
+the adversarial phase does (e.g. `git worktree add DIR COMMIT`).
 """
 
 import argparse
@@ -44,7 +47,14 @@ VARIANTS = {  # name: flags added to the adversarial phase
     "moving_average_baseline": ["--reward_baseline=moving_average"],
     "entropy_bonus": ["--entropy_bonus=0.01"],
 }
-METRICS = (("nll_oracle", "NLL-oracle"), ("nll_test", "NLL-test"), ("bleu_2", "BLEU-2"), ("self_bleu_2", "Self-BLEU-2"))
+METRICS = (
+    ("nll_oracle", "NLL-oracle"),
+    ("nll_test", "NLL-test"),
+    ("bleu_2", "BLEU-2"),
+    ("bleu_3", "BLEU-3"),
+    ("self_bleu_2", "Self-BLEU-2"),
+)
+OLD_CODE = "paper_old_code"  # --old_code: the paper's setting run by another checkout
 
 
 def parse_args(argv):
@@ -63,6 +73,7 @@ def parse_args(argv):
         action="store_true",
         help="keep variant runs that already finished (report.txt written), e.g. after an interrupted experiment",
     )
+    parser.add_argument("--old_code", default="", help=f"a checkout whose main.py runs the extra variant {OLD_CODE}")
     args = parser.parse_args(argv)
     args.seeds = [int(seed) for seed in args.seeds.split(",")]
     args.variants = args.variants.split(",")
@@ -71,6 +82,11 @@ def parse_args(argv):
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.parallel < 1:
         parser.error("--parallel must be >= 1")
+    if args.old_code:
+        if not os.path.isfile(os.path.join(args.old_code, "main.py")):
+            parser.error(f"--old_code={args.old_code}: no main.py there")
+        args.old_code = os.path.abspath(args.old_code)
+        args.variants.append(OLD_CODE)
     args.work_dir = args.work_dir or os.path.join("/tmp/tfseqgan_variants", args.setting)
     args.out = args.out or os.path.join(ROOT, "bench", "results", f"variants_{args.setting}.json")
     return args
@@ -94,16 +110,16 @@ class Runner:
         self.free = list(self.cores[:parallel]) if parallel > 1 and len(self.cores) >= parallel else []
         self.pool = concurrent.futures.ThreadPoolExecutor(parallel)
 
-    def _run(self, flags, log_path):
+    def _run(self, flags, log_path, root):
         core = self.free.pop() if self.free else None
-        command = [sys.executable, os.path.join(ROOT, "main.py"), *flags]
+        command = [sys.executable, os.path.join(root, "main.py"), *flags]
         if core is not None:
             command = ["taskset", "-c", str(core), *command]
         began = time.perf_counter()
         try:
             with open(log_path, "w", encoding="utf-8") as log:
                 env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, check=False)
+                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, check=False)
         finally:
             if core is not None:
                 self.free.append(core)
@@ -111,8 +127,8 @@ class Runner:
             raise RuntimeError(f"{' '.join(command)} exited {result.returncode}; see {log_path}")
         return time.perf_counter() - began
 
-    def submit(self, flags, log_path):
-        return self.pool.submit(self._run, flags, log_path)
+    def submit(self, flags, log_path, root=ROOT):
+        return self.pool.submit(self._run, flags, log_path, root)
 
 
 def records(run_dir):
@@ -174,8 +190,9 @@ def main(argv=None):
             for stale in ("report.txt", ".lock"):
                 if os.path.exists(os.path.join(run_dir, stale)):
                     os.remove(os.path.join(run_dir, stale))
-            flags = base_flags(args, seed, run_dir) + ["--resume"] + VARIANTS[name]
-            queued[(name, seed)] = runner.submit(flags, run_dir + ".log")
+            flags = base_flags(args, seed, run_dir) + ["--resume"] + VARIANTS.get(name, [])
+            other_code = [args.old_code] if name == OLD_CODE else []
+            queued[(name, seed)] = runner.submit(flags, run_dir + ".log", *other_code)
         return queued
 
     # Pre-training first; each seed's variants are queued as soon as its pre-training ends.
@@ -218,6 +235,7 @@ def main(argv=None):
         "flagfile": SETTINGS[args.setting],
         "seeds": args.seeds,
         "extra_flags": args.extra,
+        "old_code": args.old_code or None,
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "wall_seconds": round(time.perf_counter() - began, 1),
         "results": results,

@@ -21,9 +21,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from tfseqgan.config import ModelConfig, OracleConfig, RunConfig, TrainConfig  # noqa: E402
 from tfseqgan.generator import Generator  # noqa: E402
+
+# CI runs the property tests derandomised (`--hypothesis-profile=ci`), so a red
+# run repeats; locally they draw new examples each run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
 
 ORACLE_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "oracle" / "target_lstm.npz"
 
