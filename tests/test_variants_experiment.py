@@ -64,3 +64,35 @@ def test_without_reuse_a_finished_variant_is_rerun_from_the_pretraining(tmp_path
     assert len(launched) == 1 and "--resume" in launched[0]
     # the stale result was replaced by a fresh copy of the pre-training
     assert not os.path.exists(work / "seed0" / "paper" / "report.txt")
+
+
+def test_old_code_runs_the_papers_setting_with_the_other_checkout(tmp_path, variants, monkeypatch):
+    work, old_code = tmp_path / "work", tmp_path / "old"
+    finished_run(str(work / "seed0" / "pretrained"), 5.0, 10.0)
+    old_code.mkdir()
+    (old_code / "main.py").write_text("")
+    launched = {}
+
+    def submit(self, flags, log, *root):
+        launched[os.path.basename(log)] = (flags, root)
+        if len(launched) == 2:
+            raise SystemExit("stop after queueing")
+
+    monkeypatch.setattr(variants.Runner, "submit", submit)
+    with pytest.raises(SystemExit):
+        variants.main(
+            ["--setting=poem", "--seeds=0", "--variants=paper", f"--work_dir={work}", f"--old_code={old_code}"]
+        )
+    assert launched["paper.log"][1] == ()  # this checkout
+    assert launched["paper_old_code.log"][1] == (str(old_code),)
+    # the same flags, each run in a copy of the same pre-training
+    assert [f for f in launched["paper.log"][0] if not f.startswith("--run_dir")] == [
+        f for f in launched["paper_old_code.log"][0] if not f.startswith("--run_dir")
+    ]
+    assert os.path.isdir(work / "seed0" / "paper_old_code")
+
+
+def test_old_code_without_main_py_is_refused(tmp_path, variants, capsys):
+    with pytest.raises(SystemExit):
+        variants.main(["--setting=poem", f"--old_code={tmp_path}"])
+    assert "no main.py" in capsys.readouterr().err
