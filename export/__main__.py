@@ -1,8 +1,13 @@
 """python -m export --run_dir=RUN [--out=DIR]: exports and verifies the newest
-checkpoint of a training run (see export/pipeline.py). main.py runs the same
-at the end of training."""
+intact checkpoint of a training run (see export/pipeline.py). main.py runs the
+same at the end of training.
+
+Every failure ends in one `error:` line and exit status 1; SIGTERM and SIGINT
+remove the temporary folder and exit with 128 + the signal's number.
+"""
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,7 +24,31 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("seed", 0, "Seed of the verification's draws.", lower_bound=0)
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT during an export (a BaseException, so no `except Exception` swallows it)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    for name in (signal.SIGINT, signal.SIGTERM):  # the clean-up runs undisturbed
+        signal.signal(name, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv):
+    for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, _interrupt)
+    try:
+        return _export(argv)
+    except Interrupted as interrupted:
+        print(f"error: interrupted by {interrupted}; no temporary folder left", file=sys.stderr)
+        return 128 + interrupted.signum
+
+
+def _export(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
         return 2
