@@ -28,10 +28,8 @@ import onnxruntime
 
 from export import schema
 from export.limits import MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, MAX_ONNX_BYTES, MAX_VOCABULARY_BYTES
+from export.schema import MANIFEST_FILE, MANIFEST_FORMAT, METADATA_KEY
 
-METADATA_KEY = "tfseqgan"
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
 # name -> (type, shape): None is a dynamic dimension, a string names a size in the metadata.
 SAMPLER_SIGNATURE = {
     "inputs": {

@@ -39,10 +39,9 @@ from importlib import metadata as importlib_metadata
 from export import onnx_model, saved_model, verify
 from export.limits import MAX_MANIFEST_BYTES
 from export.restore import ExportError, load_run, warn
+from export.schema import MANIFEST_FILE, MANIFEST_FORMAT
 from tfseqgan import faults
 
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
 VOCABULARY_FILE = "vocab.txt"
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 

@@ -19,6 +19,9 @@ from export.limits import (
 )
 
 TOKENIZERS = ("char", "word", "ids")
+METADATA_KEY = "tfseqgan"  # the ONNX models' metadata entry
+MANIFEST_FILE = "manifest.json"  # an export's table of contents
+MANIFEST_FORMAT = 1
 ROLES = ("sampler", "scorer")
 METADATA_FORMAT = 1
 METADATA_KEYS = (
