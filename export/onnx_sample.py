@@ -243,8 +243,10 @@ class OnnxSampler:
     def decode(self, ids):
         """(batch, time) ids -> display strings: up to (without) the end token, <pad> and <s> skipped."""
         separator = "" if self.tokenizer == "char" else " "
+        ids = self._integer_array(ids, "ids", 2)
+        self._check_ids(ids, "ids")  # a negative id would index the vocabulary from its end
         texts = []
-        for row in np.asarray(ids).tolist():
+        for row in ids.tolist():
             shown = []
             for index in row:
                 if index == self.end_token:

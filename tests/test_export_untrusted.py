@@ -238,6 +238,7 @@ REQUESTS = {
     "a negative seed": (lambda m: m.sample(1, seed=-1), "seed must be an integer in [0, 9223372036854775807]"),
     "a huge seed": (lambda m: m.sample(1, seed=2**63), "seed must be an integer in"),
     "a string temperature": (lambda m: m.sample(1, temperature="hot"), "temperature must be in"),
+    "decoding a negative id": (lambda m: m.decode([[4, -1]]), "ids: ids must be in [0, 16)"),
 }
 
 

@@ -360,3 +360,53 @@ def test_any_metadata_text_loads_or_ends_in_one_line(metadata):
         assert sampled["ids"].shape[0] == 2
     finally:
         shutil.rmtree(root)
+
+
+@st.composite
+def mutated_model_description(draw):
+    """A valid model.json with a few generator or top-level values replaced (sizes up to far past the caps)."""
+    description = {
+        "format": 1,
+        "generator": {
+            "vocabulary_size": 16,
+            "sequence_length": 8,
+            "embedding_dim": 4,
+            "hidden_dim": 8,
+            "start_token": 1,
+            "init_stddev": 1.0,
+            "seed": 0,
+            "banned_tokens": [0, 1],
+        },
+        "tokenizer": "char",
+        "end_token": 2,
+        "dataset": "poems",
+    }
+    sizes = st.one_of(st.integers(-2, 40), st.integers(1, 10**7), JSON_SCALARS)
+    for key in draw(st.lists(st.sampled_from(sorted(description["generator"])), max_size=3, unique=True)):
+        description["generator"][key] = draw(sizes if key.endswith(("size", "dim", "length")) else JSON_VALUES)
+    if draw(st.booleans()):
+        description[draw(st.sampled_from(["end_token", "tokenizer", "format", "dataset"]))] = draw(JSON_SCALARS)
+    return description
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(description=mutated_model_description())
+def test_model_json_fits_the_schema_or_is_one_line_error(description):
+    from export import schema
+    from export.limits import MAX_PARAMETERS
+
+    try:
+        checked = schema.check_model_description(description, "RUN/model.json")
+    except schema.SchemaError as error:
+        assert one_line(str(error)) and str(error).startswith("RUN/model.json: "), str(error)
+        event("refused")
+        return
+    event("accepted")
+    config = checked["generator"]
+    vocabulary = config["vocabulary_size"]
+    sizes = (vocabulary, config["embedding_dim"], config["hidden_dim"])
+    assert all(plain_int(size) and size >= 1 for size in sizes) and plain_int(config["sequence_length"])
+    assert schema.parameter_count(*sizes) <= MAX_PARAMETERS  # checked before Keras allocates anything
+    ids = [config["start_token"], *config.get("banned_tokens", [])]
+    ids += [checked["end_token"]] if checked["end_token"] is not None else []
+    assert all(plain_int(i) and 0 <= i < vocabulary for i in ids)
