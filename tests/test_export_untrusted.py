@@ -518,3 +518,20 @@ def test_schema_accepts_what_the_exporter_writes():
     }  # fmt: skip
     assert schema.check_model_description(description, "model.json") is description
     assert text.START_ID == step_metadata()["start_token"]
+
+
+def test_the_scorer_is_loaded_through_the_same_checks(folder):
+    from export_runs import constant_step_model
+
+    model = OnnxSampler(str(folder / "sampler.onnx"))
+    ids = np.full([1, 8], 4)
+    assert "scorer.onnx: no such file" in one_line_error(lambda: model.score(ids))
+    (folder / "scorer.onnx").symlink_to(folder.parent / "secret.txt")
+    assert "a link leading out of the model's folder" in one_line_error(lambda: model.score(ids))
+    (folder / "scorer.onnx").unlink()
+    constant_step_model(folder / "scorer.onnx", step_metadata(), 4)  # role "sampler"
+    assert "its metadata differs from the sampler's (role)" in one_line_error(lambda: model.score(ids))
+    constant_step_model(folder / "scorer.onnx", step_metadata(role="scorer"), 4)  # a step graph, not a scorer
+    assert "graph inputs are bias, c, greedy, h, temperature, token, uniforms; expected ids" in one_line_error(
+        lambda: model.score(ids)
+    )
