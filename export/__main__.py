@@ -24,28 +24,24 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("seed", 0, "Seed of the verification's draws.", lower_bound=0)
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT during an export (a BaseException, so no `except Exception` swallows it)."""
+def _interrupted(signum, frame):
+    """SIGTERM / SIGINT: removes the temporary folder, says so in one line and ends the process.
 
-    def __init__(self, signum):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _interrupt(signum, frame):
-    for name in (signal.SIGINT, signal.SIGTERM):  # the clean-up runs undisturbed
-        signal.signal(name, signal.SIG_IGN)
-    raise Interrupted(signum)
+    Nothing is raised: an exception raised from a signal handler surfaces
+    wherever the interpreter happens to be, also inside a C extension calling
+    back into Python, where TensorFlow turns it into a SystemError traceback.
+    """
+    pipeline = sys.modules.get("export.pipeline")
+    if pipeline is not None:
+        pipeline.remove_temporary_folders()
+    print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def main(argv):
     for name in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(name, _interrupt)
-    try:
-        return _export(argv)
-    except Interrupted as interrupted:
-        print(f"error: interrupted by {interrupted}; no temporary folder left", file=sys.stderr)
-        return 128 + interrupted.signum
+        signal.signal(name, _interrupted)
+    return _export(argv)
 
 
 def _export(argv):

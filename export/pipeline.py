@@ -17,8 +17,9 @@ of this format describes exactly (`export_folder_problem`).
 
 The temporary folder is `.OUT.tmp-PID-XXXXXXXX`, created with the umask's
 permissions; it is removed when the export fails or is interrupted (SIGTERM
-and SIGINT, see export/__main__.py), and one left by a killed export (its
-PID no longer running) is removed by the next export to the same `--out`.
+and SIGINT: `remove_temporary_folders`, called by export/__main__.py's
+handler), and one left by a killed export (its PID no longer running) is
+removed by the next export to the same `--out`.
 """
 
 import contextlib
@@ -208,6 +209,18 @@ def reap_leftovers(out_dir, log=warn):
             log(f"warning: removed {path}, left by an export that was killed")
 
 
+# The temporary folders of exports in progress in this process, for a signal
+# handler to remove before it ends the process (export/__main__.py).
+_in_progress = set()
+
+
+def remove_temporary_folders():
+    """Removes the temporary folders of the exports in progress (from a signal handler)."""
+    for path in list(_in_progress):
+        shutil.rmtree(path, ignore_errors=True)
+        _in_progress.discard(path)
+
+
 def _make_temporary_folder(out_dir):
     """.OUT.tmp-PID-XXXXXXXX beside out_dir, with the umask's permissions (mkdir applies it)."""
     parent = os.path.dirname(out_dir)
@@ -215,9 +228,10 @@ def _make_temporary_folder(out_dir):
         path = os.path.join(parent, f"{_temporary_prefix(out_dir)}{os.getpid()}-{secrets.token_hex(4)}")
         try:
             os.mkdir(path, 0o777)
-            return path
         except FileExistsError:
             continue
+        _in_progress.add(path)
+        return path
 
 
 def _prepare_destination(out_dir):
@@ -356,13 +370,16 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
         faults.arrive("export_commit")
         with _signals_deferred():
             _replace(tmp_dir, out_dir)
+            _in_progress.discard(tmp_dir)
     except OSError as error:  # a full disk, an unwritable folder, ...
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        _in_progress.discard(tmp_dir)
         previous = out_dir if os.path.exists(os.path.join(out_dir, MANIFEST_FILE)) else "none"
         reason = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
         raise ExportError(f"could not write the export ({reason}); previous export: {previous} (untouched)") from None
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        _in_progress.discard(tmp_dir)
         raise
     manifest["out_dir"] = out_dir
     return manifest
