@@ -150,7 +150,7 @@ def side_file_path(directory, name):
     path = os.path.join(directory, name)
     real = os.path.realpath(path)
     if os.path.dirname(real) != directory:
-        raise SamplerInputError(f"{path}: a link leading out of the model's folder (to {real}); refused")
+        raise SamplerInputError(f"{path}: a link leading out of the model's folder; refused")
     return real
 
 
@@ -164,6 +164,8 @@ def read_manifest(directory):
     path = os.path.join(export_dir, MANIFEST_FILE)
     if not os.path.lexists(path):
         return None
+    if os.path.islink(path):  # it is read from outside the model's folder: not even a link is followed
+        raise SamplerInputError(f"{path}: a link, not the export's manifest; refused")
     data = read_regular_file(path, MAX_MANIFEST_BYTES, "manifest")
     try:
         manifest = schema.parse_json(data, path)

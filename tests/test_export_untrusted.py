@@ -201,7 +201,6 @@ def write_manifest(folder, files):
 
 
 def test_files_are_checked_against_the_manifest_beside_the_folder(folder):
-    (folder.parent / "secret.txt").unlink()
     write_manifest(folder, ["sampler.onnx", "vocab.txt"])
     path = str(folder / "sampler.onnx")
     assert OnnxSampler(path).tokens == POEM_TOKENS
@@ -213,6 +212,10 @@ def test_files_are_checked_against_the_manifest_beside_the_folder(folder):
     assert "vocab.txt: not listed in" in one_line_error(lambda: OnnxSampler(path))
     (folder.parent / "manifest.json").write_text("{", encoding="utf-8")
     assert "manifest.json: not JSON" in one_line_error(lambda: OnnxSampler(path))
+    (folder.parent / "manifest.json").unlink()
+    (folder.parent / "manifest.json").symlink_to(folder.parent / "secret.txt")
+    message = one_line_error(lambda: OnnxSampler(path))
+    assert "manifest.json: a link, not the export's manifest" in message and "secret" not in message
     (folder.parent / "manifest.json").unlink()
     assert OnnxSampler(path).tokens == swapped  # no manifest: nothing to check against
 
