@@ -1,8 +1,13 @@
 """python -m export --run_dir=RUN [--out=DIR]: exports and verifies the newest
-checkpoint of a training run (see export/pipeline.py). main.py runs the same
-at the end of training."""
+intact checkpoint of a training run (see export/pipeline.py). main.py runs the
+same at the end of training.
+
+Every failure ends in one `error:` line and exit status 1; SIGTERM and SIGINT
+remove the temporary folder and exit with 128 + the signal's number.
+"""
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,7 +24,27 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("seed", 0, "Seed of the verification's draws.", lower_bound=0)
 
 
+def _interrupted(signum, frame):
+    """SIGTERM / SIGINT: removes the temporary folder, says so in one line and ends the process.
+
+    Nothing is raised: an exception raised from a signal handler surfaces
+    wherever the interpreter happens to be, also inside a C extension calling
+    back into Python, where TensorFlow turns it into a SystemError traceback.
+    """
+    pipeline = sys.modules.get("export.pipeline")
+    if pipeline is not None:
+        pipeline.remove_temporary_folders()
+    print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 def main(argv):
+    for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, _interrupted)
+    return _export(argv)
+
+
+def _export(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags take the form --name=value)", file=sys.stderr)
         return 2

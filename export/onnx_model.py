@@ -23,12 +23,11 @@ import tf2onnx
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from export import graph
+from export.schema import METADATA_FORMAT, METADATA_KEY
 
 OPSET = 17
 SAMPLER_FILE = "sampler.onnx"
 SCORER_FILE = "scorer.onnx"
-METADATA_KEY = "tfseqgan"
-METADATA_FORMAT = 1
 
 
 def _rename(graph_proto, mapping):

@@ -24,35 +24,41 @@ Bad arguments end with one line `error: ...` and exit status 2.
 
 import argparse
 import concurrent.futures
-import json
 import os
 import sys
+import unicodedata
 
 import numpy as np
-import onnxruntime
 
+from export import loader
 from export.acrostic import acrostic_bias, line_starts
-from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, PAD_ID, START_ID
+from export.limits import (
+    ACROSTIC_LINES,
+    MAX_CHUNK_SIZE,
+    MAX_SAMPLES,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    MAX_THREADS,
+    MIN_TEMPERATURE,
+    PAD_ID,
+    SCORE_BUDGET_BYTES,
+    START_ID,
+)
+from export.loader import SamplerInputError
 
-METADATA_KEY = "tfseqgan"
+METADATA_KEY = loader.METADATA_KEY
 STEP_OUTPUTS = ["next_token", "next_h", "next_c"]
 RNG_BLOCK = 256  # rows per seeded block of uniforms (see row_uniforms)
+# Shown escaped by the CLI: control and format characters (terminal escapes, bidi overrides), line separators.
+ESCAPED_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
 
 
-class SamplerInputError(ValueError):
-    """A bad argument or model file; the message is one line."""
-
-
-def read_vocabulary(path):
-    """One token a line, in id order (split on newlines only, as tfseqgan writes it)."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            lines = stream.read().split("\n")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SamplerInputError(f"{path}: cannot read the vocabulary ({error})") from None
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+def escape_controls(line):
+    """`line` with control characters written as Python escapes (\\x1b, \\u202e), safe to print to a terminal."""
+    return "".join(
+        ascii(character)[1:-1] if unicodedata.category(character) in ESCAPED_CATEGORIES else character
+        for character in line
+    )
 
 
 def available_cores():
@@ -79,6 +85,18 @@ def row_uniforms(seed, start, stop, length):
     return np.concatenate(blocks, axis=1)[:, offset : offset + stop - start]
 
 
+def check_rows(rows, name):
+    """Every request takes 1 to MAX_SAMPLES rows; checked before any work."""
+    if not 1 <= rows <= MAX_SAMPLES:
+        raise SamplerInputError(f"{name}: {rows} rows; give between 1 and {MAX_SAMPLES} per call")
+
+
+def _integer_in(value, name, low, high):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+        raise SamplerInputError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
 class OnnxSampler:
     """Sampling, completion, acrostics and scoring with the exported ONNX models.
 
@@ -94,49 +112,24 @@ class OnnxSampler:
     """
 
     def __init__(self, model_path, chunk_size=256, threads=0):
-        threads = threads or available_cores()
-        self.session = self._load(model_path, 1)
-        custom = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in custom:
-            raise SamplerInputError(f"{model_path}: not a tfseqgan export (no '{METADATA_KEY}' metadata)")
-        info = json.loads(custom[METADATA_KEY])
-        if info.get("role") != "sampler":
-            raise SamplerInputError(f"{model_path}: this is the {info.get('role')} model; pass {info['sampler']}")
-        self.info = info
-        self.directory = os.path.dirname(os.path.abspath(model_path))
+        threads = _integer_in(threads, "threads", 0, MAX_THREADS) or available_cores()
+        self.chunk_size = _integer_in(chunk_size, "chunk_size", 1, MAX_CHUNK_SIZE)
         self.threads = threads
-        self.chunk_size = chunk_size
+        self.model_path = model_path
+        model = loader.load_sampler(model_path)  # every check of the folder (export/loader.py)
+        self._model = model
+        self.session = model.session
+        self.info = info = model.info
+        self.directory = model.directory
         self.sequence_length = info["sequence_length"]
         self.vocabulary_size = info["vocabulary_size"]
         self.hidden_dim = info["hidden_dim"]
         self.start_token = info["start_token"]
         self.end_token = info["end_token"]
         self.tokenizer = info["tokenizer"]
-        self.tokens = read_vocabulary(os.path.join(self.directory, info["vocabulary"]))
-        if len(self.tokens) != self.vocabulary_size:
-            raise SamplerInputError(
-                f"{os.path.join(self.directory, info['vocabulary'])}: {len(self.tokens)} tokens, "
-                f"but the model has {self.vocabulary_size} ids"
-            )
+        self.tokens = model.tokens
         self.ids = {token: index for index, token in enumerate(self.tokens)}
         self._scorer = None
-
-    @staticmethod
-    def _load(path, threads):
-        if not os.path.isfile(path):
-            raise SamplerInputError(f"{path}: no such file")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        # Idle worker threads would spin between the loop's many small runs,
-        # taking the core the NumPy part of the loop needs (measured 1.6x
-        # slower on a busy 2-core host).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own exception types
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise SamplerInputError(f"{path}: onnxruntime cannot load it ({message})") from None
 
     @property
     def has_acrostic(self):
@@ -144,21 +137,42 @@ class OnnxSampler:
 
     # ---------------------------------------------------------- checks
     @staticmethod
-    def _check_count(num_samples):
-        if not isinstance(num_samples, int | np.integer) or not 1 <= num_samples <= MAX_SAMPLES:
-            raise SamplerInputError(f"the number of samples must be in [1, {MAX_SAMPLES}], got {num_samples}")
+    def _check_count(rows, name):
+        if isinstance(rows, bool) or not isinstance(rows, int | np.integer):
+            raise SamplerInputError(f"{name}: the number of rows must be an integer, got {rows!r}")
+        if not 1 <= rows <= MAX_SAMPLES:
+            raise SamplerInputError(f"{name}: {rows} rows; the number of rows must be in [1, {MAX_SAMPLES}]")
 
     @staticmethod
-    def _check_temperature(temperature):
-        if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:  # False for NaN
+    def _check_draws(temperature, seed):
+        try:
+            in_range = MIN_TEMPERATURE <= float(temperature) <= MAX_TEMPERATURE  # False for NaN
+        except (TypeError, ValueError):
+            in_range = False
+        if not in_range:
             raise SamplerInputError(
-                f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {temperature} "
+                f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {temperature!r} "
                 "(for argmax decoding ask for greedy)"
             )
+        _integer_in(seed, "seed", 0, MAX_SEED)
 
     def _check_ids(self, ids, name):
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocabulary_size):
             raise SamplerInputError(f"{name}: ids must be in [0, {self.vocabulary_size})")
+
+    @staticmethod
+    def _integer_array(values, name, ndim):
+        """values as an int64 array of `ndim` dimensions (checked before conversion where it has a shape)."""
+        shape = np.shape(values) if isinstance(values, np.ndarray) else None
+        if shape is not None and len(shape) != ndim:
+            raise SamplerInputError(f"{name} must have {ndim} dimension(s), got shape {shape}")
+        try:
+            array = np.asarray(values)
+        except ValueError as error:  # ragged lists
+            raise SamplerInputError(f"{name}: not a rectangular array of ids ({error})") from None
+        if array.ndim != ndim or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
+            raise SamplerInputError(f"{name} must be {ndim}-D integer ids, got {array.dtype} of shape {array.shape}")
+        return array.astype(np.int64, copy=False)
 
     # ------------------------------------------------------- the loop
     def _decode(self, given, keep, temperature, seed, greedy, bias=None):
@@ -183,7 +197,7 @@ class OnnxSampler:
                 uniforms = row_uniforms(seed, rows.start, rows.stop, length)
             for position in range(length):
                 feed["uniforms"], feed["bias"] = uniforms[position], bias[position]
-                drawn, feed["h"], feed["c"] = self.session.run(STEP_OUTPUTS, feed)
+                drawn, feed["h"], feed["c"] = self._step(feed, count)
                 chosen = np.where(keep[rows, position], given[rows, position], drawn).astype(np.int32)
                 tokens[rows, position] = chosen
                 feed["token"] = chosen
@@ -196,6 +210,23 @@ class OnnxSampler:
             with concurrent.futures.ThreadPoolExecutor(min(self.threads, len(chunks))) as pool:
                 list(pool.map(decode_rows, chunks))  # re-raises a chunk's error
         return self._outputs(tokens)
+
+    def _step(self, feed, count):
+        """One run of the sampler step, its outputs checked: ids inside the vocabulary, state shapes."""
+        drawn, next_h, next_c = loader.run(self.session, STEP_OUTPUTS, feed, self.model_path)
+        state_shape = (count, self.hidden_dim)
+        if drawn.shape != (count,) or next_h.shape != state_shape or next_c.shape != state_shape:
+            raise SamplerInputError(
+                f"{self.model_path}: the step returned shapes {drawn.shape}, {next_h.shape}, {next_c.shape}; "
+                f"expected ({count},) and {state_shape}"
+            )
+        outside = (drawn < 0) | (drawn >= self.vocabulary_size)
+        if outside.any():
+            raise SamplerInputError(
+                f"{self.model_path}: the step emitted id {int(drawn[outside][0])}, "
+                f"outside the vocabulary [0, {self.vocabulary_size})"
+            )
+        return drawn, next_h, next_c
 
     def _ended_before(self, tokens):
         if self.end_token is None:
@@ -212,8 +243,10 @@ class OnnxSampler:
     def decode(self, ids):
         """(batch, time) ids -> display strings: up to (without) the end token, <pad> and <s> skipped."""
         separator = "" if self.tokenizer == "char" else " "
+        ids = self._integer_array(ids, "ids", 2)
+        self._check_ids(ids, "ids")  # a negative id would index the vocabulary from its end
         texts = []
-        for row in np.asarray(ids).tolist():
+        for row in ids.tolist():
             shown = []
             for index in row:
                 if index == self.end_token:
@@ -246,35 +279,37 @@ class OnnxSampler:
 
     def sample(self, num_samples, temperature=1.0, seed=0):
         """`num_samples` whole sequences: dict of ids, lengths, text."""
-        self._check_count(num_samples)
-        self._check_temperature(temperature)
+        self._check_count(num_samples, "num_samples")
+        self._check_draws(temperature, seed)
         given = np.zeros([num_samples, self.sequence_length], np.int32)
         return self._decode(given, np.zeros(given.shape, bool), temperature, seed, greedy=False)
 
     def first_tokens(self, num_samples, temperature=1.0, seed=0):
         """The first token of `num_samples` samples: the first position of the
         same loop, without the rest (many draws for a distribution check)."""
-        self._check_count(num_samples)
-        self._check_temperature(temperature)
+        self._check_count(num_samples, "num_samples")
+        self._check_draws(temperature, seed)
         given = np.zeros([num_samples, 1], np.int32)
         return self._decode(given, np.zeros(given.shape, bool), temperature, seed, greedy=False)["ids"][:, 0]
 
     def complete(self, prefix, prefix_length, temperature=1.0, seed=0, greedy=False):
         """Keeps prefix[n, :prefix_length[n]] and draws (or, greedy, argmaxes) the rest."""
-        prefix = np.asarray(prefix, np.int64)
-        prefix_length = np.asarray(prefix_length, np.int64)
-        if prefix.ndim != 2 or prefix_length.shape != prefix.shape[:1]:
-            raise SamplerInputError("prefix must be (rows, tokens) with one prefix_length per row")
-        self._check_count(prefix.shape[0])
+        prefix = self._integer_array(prefix, "prefix", 2)
+        self._check_count(prefix.shape[0], "prefix")
         if prefix.shape[1] > self.sequence_length:
             raise SamplerInputError(
                 f"prefix: {prefix.shape[1]} tokens, more than the sequence length {self.sequence_length}"
+            )
+        prefix_length = self._integer_array(prefix_length, "prefix_length", 1)
+        if prefix_length.shape != prefix.shape[:1]:
+            raise SamplerInputError(
+                f"prefix_length: {prefix_length.shape[0]} lengths for {prefix.shape[0]} prefix rows; give one per row"
             )
         if prefix_length.min() < 0 or prefix_length.max() > prefix.shape[1]:
             raise SamplerInputError(f"prefix_length must be in [0, {prefix.shape[1]}]")
         self._check_ids(prefix, "prefix")
         if not greedy:
-            self._check_temperature(temperature)
+            self._check_draws(temperature, seed)
         given = np.zeros([prefix.shape[0], self.sequence_length], np.int32)
         given[:, : prefix.shape[1]] = prefix
         keep = np.arange(self.sequence_length)[np.newaxis] < prefix_length[:, np.newaxis]
@@ -293,16 +328,18 @@ class OnnxSampler:
                 f"acrostic needs a character vocabulary and a sequence length divisible by {ACROSTIC_LINES}; "
                 f"this model has {self.tokenizer} tokens and length {self.sequence_length}"
             )
-        heads = [heads] if isinstance(heads, str) else list(heads)
-        self._check_count(len(heads))
-        self._check_temperature(temperature)
+        if isinstance(heads, str):
+            heads = [heads]
+        self._check_count(len(heads), "heads")
+        self._check_draws(temperature, seed)
         starts = line_starts(self.sequence_length)
         given = np.zeros([len(heads), self.sequence_length], np.int32)
         keep = np.zeros(given.shape, bool)
         for row, head in enumerate(heads):
-            if len(head) != ACROSTIC_LINES:
+            if not isinstance(head, str) or len(head) != ACROSTIC_LINES:
+                length = len(head) if isinstance(head, str) else "not a string of"
                 raise SamplerInputError(
-                    f"acrostic: {head!r} has {len(head)} characters; give {ACROSTIC_LINES}, one per line"
+                    f"acrostic: {head!r} has {length} characters; give {ACROSTIC_LINES}, one per line"
                 )
             unknown = [character for character in head if character not in self.ids]
             if unknown:
@@ -314,15 +351,26 @@ class OnnxSampler:
 
     def score(self, ids):
         """Per-token log-probabilities of (batch, time) ids: dict of log_probs
-        (0 after the end token), lengths, total."""
-        ids = np.asarray(ids)
-        if ids.ndim != 2 or ids.shape[1] != self.sequence_length:
+        (0 after the end token), lengths, total. Rows are scored in chunks
+        whose logits fit SCORE_BUDGET_BYTES."""
+        ids = self._integer_array(ids, "ids", 2)
+        self._check_count(ids.shape[0], "ids")
+        if ids.shape[1] != self.sequence_length:
             raise SamplerInputError(f"ids must be (rows, {self.sequence_length}), got shape {ids.shape}")
         self._check_ids(ids, "ids")
         if self._scorer is None:
-            self._scorer = self._load(os.path.join(self.directory, self.info["scorer"]), self.threads)
+            self._scorer = loader.load_scorer(self._model, self.threads)
         names = ["log_probs", "lengths", "total"]
-        return dict(zip(names, self._scorer.run(names, {"ids": ids.astype(np.int32)}), strict=True))
+        rows = max(1, SCORE_BUDGET_BYTES // (4 * self.sequence_length * self.vocabulary_size))
+        parts = []
+        for start in range(0, ids.shape[0], rows):
+            chunk = ids[start : start + rows].astype(np.int32)
+            outputs = loader.run(self._scorer, names, {"ids": chunk}, self.info["scorer"])
+            shapes = [output.shape for output in outputs]
+            if shapes != [chunk.shape, chunk.shape[:1], chunk.shape[:1]]:
+                raise SamplerInputError(f"{self.info['scorer']}: the scorer returned shapes {shapes} for {chunk.shape}")
+            parts.append(outputs)
+        return {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(names)}
 
 
 # ------------------------------------------------------------------ CLI
@@ -334,35 +382,40 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv):
     parser = _Parser(prog="python -m export.onnx_sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="the exported sampler.onnx")
-    parser.add_argument("--num", type=int, default=5, help="sequences to print (default 5)")
+    parser.add_argument("--num", type=int, default=5, help=f"sequences to print, 1 to {MAX_SAMPLES} (default 5)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     parser.add_argument("--prefix", default="", help="continue this text (as the vocabulary spells tokens)")
-    parser.add_argument("--acrostic", default="", help="4 characters: the first one of each line of a quatrain")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    parser.add_argument("--acrostic", default=None, help="4 characters: the first one of each line of a quatrain")
+    parser.add_argument("--threads", type=int, default=0, help=f"CPU threads, 0 to {MAX_THREADS} (0: every core)")
     args = parser.parse_args(argv)
+    if args.acrostic is not None and len(args.acrostic) != ACROSTIC_LINES:
+        parser.error(
+            f"--acrostic: {args.acrostic!r} has {len(args.acrostic)} characters; give {ACROSTIC_LINES}, one per line"
+        )
     if args.greedy and args.acrostic:
         parser.error("--greedy and --acrostic do not go together (an acrostic is sampled)")
     if args.prefix and args.acrostic:
         parser.error("--prefix and --acrostic do not go together")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0, got {args.threads}")
+    if not 1 <= args.num <= MAX_SAMPLES:
+        parser.error(f"--num must be in [1, {MAX_SAMPLES}], got {args.num}")
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+    if not 0 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be in [0, {MAX_THREADS}], got {args.threads}")
+    if not args.greedy and not MIN_TEMPERATURE <= args.temperature <= MAX_TEMPERATURE:  # False for NaN
+        parser.error(
+            f"--temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {args.temperature} "
+            "(--greedy for argmax decoding)"
+        )
     return args
 
 
 def main(argv=None):
+    """The CLI: every failure is one `error:` line on stderr and exit status 2."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if not 1 <= args.num <= MAX_SAMPLES:
-            raise SamplerInputError(f"--num must be in [1, {MAX_SAMPLES}], got {args.num}")
-        if not args.greedy and not MIN_TEMPERATURE <= args.temperature <= MAX_TEMPERATURE:
-            raise SamplerInputError(
-                f"--temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {args.temperature} "
-                "(--greedy for argmax decoding)"
-            )
         model = OnnxSampler(args.model, threads=args.threads)
         if args.acrostic:
             result = model.acrostic([args.acrostic] * args.num, args.temperature, args.seed)
@@ -373,10 +426,16 @@ def main(argv=None):
         else:
             result = model.sample(args.num, args.temperature, args.seed)
     except SamplerInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {escape_controls(str(error))}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: out of memory for --num={args.num}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
         return 2
     for line in result["text"]:
-        print(line)
+        print(escape_controls(line))
     return 0
 
 

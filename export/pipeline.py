@@ -12,25 +12,37 @@ beside the destination
 
 verifies it (verify.py), and only then renames it into place; an existing
 export is replaced only by a verified one, and a folder that is not an export
-is never replaced.
+is never replaced: `--out` must be missing or a folder that a manifest.json
+of this format describes exactly (`export_folder_problem`).
+
+The temporary folder is `.OUT.tmp-PID-XXXXXXXX`, created with the umask's
+permissions; it is removed when the export fails or is interrupted (SIGTERM
+and SIGINT: `remove_temporary_folders`, called by export/__main__.py's
+handler), and one left by a killed export (its PID no longer running) is
+removed by the next export to the same `--out`.
 """
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import platform
+import re
+import secrets
 import shutil
-import tempfile
+import signal
+import stat
+import threading
 import time
 from importlib import metadata as importlib_metadata
 
 from export import onnx_model, saved_model, verify
-from export.restore import ExportError, load_run
+from export.limits import MAX_MANIFEST_BYTES
+from export.restore import ExportError, load_run, warn
+from export.schema import MANIFEST_FILE, MANIFEST_FORMAT
 from tfseqgan import faults
 
-MANIFEST_FILE = "manifest.json"
-MANIFEST_FORMAT = 1
 VOCABULARY_FILE = "vocab.txt"
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
@@ -71,6 +83,10 @@ def _run_record(run_model):
         "checkpoint": os.path.relpath(run_model.checkpoint, run_model.run_dir),
         "counters": run_model.counters,
     }
+    if run_model.skipped_checkpoints:
+        record["skipped_damaged_checkpoints"] = [
+            os.path.relpath(prefix, run_model.run_dir) for prefix in run_model.skipped_checkpoints
+        ]
     for name in ("model.json", "flags.cfg"):
         path = os.path.join(run_model.run_dir, name)
         if os.path.isfile(path):
@@ -78,15 +94,162 @@ def _run_record(run_model):
     return record
 
 
+def _listing(directory):
+    """(files, folders) under `directory` as relative '/' paths, and anything else found (links, FIFOs...)."""
+    files, folders, others = set(), set(), []
+    for root, dirs, names in os.walk(directory):
+        for name in dirs + names:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, directory).replace(os.sep, "/")
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode):
+                folders.add(relative)
+            elif stat.S_ISREG(mode):
+                files.add(relative)
+            else:
+                others.append(relative)
+    return files, folders, sorted(others)
+
+
+def _some(paths, count=3):
+    paths = sorted(paths)
+    return ", ".join(paths[:count]) + (f" and {len(paths) - count} more" if len(paths) > count else "")
+
+
+def export_folder_problem(directory):
+    """None when `directory` is a tfseqgan export; otherwise what was found instead (a phrase).
+
+    An export is a folder whose manifest.json (a regular file, at most
+    MAX_MANIFEST_BYTES, a JSON object of format MANIFEST_FORMAT with a files
+    table) lists exactly the files in it: no file, folder or link beyond those.
+    """
+    manifest_path = os.path.join(directory, MANIFEST_FILE)
+    if not os.path.lexists(manifest_path):
+        return f"no {MANIFEST_FILE}" if os.listdir(directory) else f"an empty folder, no {MANIFEST_FILE}"
+    mode = os.lstat(manifest_path).st_mode
+    if not stat.S_ISREG(mode) or os.path.getsize(manifest_path) > MAX_MANIFEST_BYTES:
+        return f"its {MANIFEST_FILE} is not a regular file of at most {MAX_MANIFEST_BYTES:,} bytes"
+    try:
+        with open(manifest_path, encoding="utf-8") as stream:
+            manifest = json.load(stream)
+    except (OSError, ValueError, RecursionError):
+        return f"its {MANIFEST_FILE} is not JSON"
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return f'its {MANIFEST_FILE} has no "format": {MANIFEST_FORMAT} (not a tfseqgan manifest)'
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        return f"its {MANIFEST_FILE} has no files table"
+    files, folders, others = _listing(directory)
+    if others:
+        return f"it holds links or special files: {_some(others)}"
+    files.discard(MANIFEST_FILE)
+    unlisted = files - set(listed)
+    parents = {"/".join(name.split("/")[:depth]) for name in listed for depth in range(1, name.count("/") + 1)}
+    extra_folders = {folder for folder in folders if folder not in parents}
+    if unlisted or extra_folders:
+        extra = unlisted | {folder + "/" for folder in extra_folders}
+        return f"it also holds {_some(extra)}, not listed in its manifest"
+    missing = set(listed) - files
+    if missing:
+        return f"files its manifest lists are missing: {_some(missing)}"
+    return None
+
+
 def _check_destination(out_dir):
-    if os.path.lexists(out_dir):
-        if not os.path.isdir(out_dir) or os.path.islink(out_dir):
+    """Refuses an --out that exists and is not a tfseqgan export (one line naming what is there)."""
+    try:
+        if not os.path.lexists(out_dir):
+            return
+        if os.path.islink(out_dir) or not os.path.isdir(out_dir):
             raise ExportError(f"--out={out_dir}: exists and is not a folder")
-        if not os.path.isfile(os.path.join(out_dir, MANIFEST_FILE)):
-            raise ExportError(
-                f"--out={out_dir}: exists and is not a tfseqgan export (no {MANIFEST_FILE}); "
-                "choose another --out or remove it"
-            )
+        problem = export_folder_problem(out_dir)
+        if problem:
+            problem += f"; it holds {_some(os.listdir(out_dir))}" if os.listdir(out_dir) else ""
+    except OSError as error:
+        raise ExportError(f"--out={out_dir}: cannot look into it ({error.strerror})") from None
+    if problem:
+        raise ExportError(
+            f"--out={out_dir}: exists and is not a tfseqgan export ({problem}); nothing was changed: "
+            "choose another --out or remove it"
+        )
+
+
+def _temporary_prefix(out_dir):
+    return f".{os.path.basename(out_dir)}.tmp-"
+
+
+def _is_running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def reap_leftovers(out_dir, log=warn):
+    """Removes temporary folders of `out_dir` left by exports that were killed (their PID is gone)."""
+    parent, prefix = os.path.dirname(out_dir), _temporary_prefix(out_dir)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[0-9a-f]{8}(\.old)?$")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in sorted(names, key=lambda name: not name.endswith(".old")):  # a previous export first
+        match = pattern.match(name)
+        path = os.path.join(parent, name)
+        if not match or os.path.islink(path) or not os.path.isdir(path) or _is_running(int(match.group(1))):
+            continue
+        if match.group(2) and not os.path.lexists(out_dir):  # killed between the two renames of _replace
+            os.rename(path, out_dir)
+            log(f"warning: put back {out_dir}, the previous export, from {path} left by an export that was killed")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            log(f"warning: removed {path}, left by an export that was killed")
+
+
+# The temporary folders of exports in progress in this process, for a signal
+# handler to remove before it ends the process (export/__main__.py).
+_in_progress = set()
+
+
+def remove_temporary_folders():
+    """Removes the temporary folders of the exports in progress (from a signal handler)."""
+    for path in list(_in_progress):
+        shutil.rmtree(path, ignore_errors=True)
+        _in_progress.discard(path)
+
+
+def _make_temporary_folder(out_dir):
+    """.OUT.tmp-PID-XXXXXXXX beside out_dir, with the umask's permissions (mkdir applies it)."""
+    parent = os.path.dirname(out_dir)
+    while True:
+        path = os.path.join(parent, f"{_temporary_prefix(out_dir)}{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        _in_progress.add(path)
+        return path
+
+
+def _prepare_destination(out_dir):
+    """Checks --out, creates its parent, reaps leftovers; returns the temporary folder."""
+    _check_destination(out_dir)
+    parent = os.path.dirname(out_dir)
+    ancestor = parent
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ExportError(f"--out={out_dir}: {ancestor} is a file, not a folder")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        reap_leftovers(out_dir)
+        return _make_temporary_folder(out_dir)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ExportError(f"--out={out_dir}: cannot create a folder in {parent} ({reason})") from None
 
 
 def _replace(tmp_dir, out_dir):
@@ -102,6 +265,19 @@ def _replace(tmp_dir, out_dir):
         os.rename(old_dir, out_dir)
         raise
     shutil.rmtree(old_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM wait until the block is done (the two renames of a commit are not split)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _phase(name, function, *args, **kwargs):
@@ -129,9 +305,7 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
     out_dir = os.path.abspath(out_dir or os.path.join(run_dir, "export"))
     _check_destination(out_dir)
     run_model = load_run(run_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    tmp_dir = _prepare_destination(out_dir)
     try:
         faults.arrive("export_write")  # test-only fault injection (tfseqgan/faults.py)
         onnx_dir = os.path.join(tmp_dir, "onnx")
@@ -194,13 +368,18 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
             stream.write("\n")
         _check_destination(out_dir)  # nothing else took the place meanwhile
         faults.arrive("export_commit")
-        _replace(tmp_dir, out_dir)
+        with _signals_deferred():
+            _replace(tmp_dir, out_dir)
+            _in_progress.discard(tmp_dir)
     except OSError as error:  # a full disk, an unwritable folder, ...
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        _in_progress.discard(tmp_dir)
         previous = out_dir if os.path.exists(os.path.join(out_dir, MANIFEST_FILE)) else "none"
-        raise ExportError(f"could not write the export ({error}); previous export: {previous} (untouched)") from None
+        reason = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+        raise ExportError(f"could not write the export ({reason}); previous export: {previous} (untouched)") from None
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        _in_progress.discard(tmp_dir)
         raise
     manifest["out_dir"] = out_dir
     return manifest

@@ -4,30 +4,42 @@ older runs), its weights from the newest checkpoint, its vocabulary.
 
 Only the generator is restored (`expect_partial`): the discriminator, the
 rollout copy and the optimizers stay in the checkpoint.
+
+The description is checked against the schema (export/schema.py) before the
+generator is built, so out-of-range ids and oversized models are refused in
+one line instead of failing inside Keras or allocating gigabytes. A damaged
+newest checkpoint is skipped with a warning for the newest intact one, as
+training's resume does (tfseqgan/checkpoints.py); the export only reads the
+run directory, so nothing is set aside.
 """
 
 import dataclasses
 import json
 import os
+import sys
+import types
 
 import tensorflow as tf
 
-from tfseqgan import text
+from export import schema
+from export.limits import MAX_DESCRIPTION_BYTES
+from export.schema import MODEL_FORMAT, TOKENIZERS
+from tfseqgan import checkpoints, text
 from tfseqgan.generator import Generator
 
 MODEL_FILE = "model.json"
 FLAGS_FILE = "flags.cfg"
 CHECKPOINT_DIR = "checkpoints"
-MODEL_FORMAT = 1
-# How decoded ids are joined: the run's tokenizer, or "ids" for the synthetic
-# benchmark (tokens are the ids themselves, written as decimal numbers).
-TOKENIZERS = ("char", "word", "ids")
 # Counters saved beside the generator in the trainer's checkpoint.
 PHASE_COUNTERS = ("mle_epoch", "discriminator_round", "adversarial_iteration")
 
 
 class ExportError(RuntimeError):
     """An export that cannot be made or did not verify; one line, naming the file."""
+
+
+def warn(message):
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -42,6 +54,7 @@ class RunModel:
         run_dir, checkpoint: where it came from.
         counters: the checkpoint's phase counters (MLE epoch, D round,
             adversarial iteration), where present.
+        skipped_checkpoints: newer checkpoints that were damaged, skipped.
     """
 
     generator: Generator
@@ -51,6 +64,7 @@ class RunModel:
     run_dir: str
     checkpoint: str
     counters: dict
+    skipped_checkpoints: list = dataclasses.field(default_factory=list)
 
     @property
     def sequence_length(self):
@@ -106,7 +120,10 @@ def _read_flags_cfg(path):
 def _description_from_flags(run_dir):
     """model.json's content rebuilt from RUN/flags.cfg (runs made before main.py wrote model.json)."""
     path = os.path.join(run_dir, FLAGS_FILE)
-    flags = _read_flags_cfg(path)
+    try:
+        flags = _read_flags_cfg(path)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ExportError(f"{path}: not readable as UTF-8 text ({error})") from None
     try:
         dataset = flags.get("dataset", "synthetic")
         sizes = {
@@ -139,7 +156,11 @@ def _description_from_flags(run_dir):
         raise ExportError(f"{path}: {error}") from None
     except text.CorpusError as error:
         raise ExportError(str(error)) from None
-    return {"format": MODEL_FORMAT, "generator": config, "tokenizer": tokenizer, "end_token": end_token}
+    description = {"format": MODEL_FORMAT, "generator": config, "tokenizer": tokenizer, "end_token": end_token}
+    try:
+        return schema.check_model_description(description, path)
+    except schema.SchemaError as error:
+        raise ExportError(str(error)) from None
 
 
 def read_description(run_dir):
@@ -152,19 +173,57 @@ def read_description(run_dir):
             return _description_from_flags(run_dir)
         raise ExportError(f"--run_dir={run_dir}: neither {MODEL_FILE} nor {FLAGS_FILE}; is it a tfseqgan run?")
     try:
-        with open(path, encoding="utf-8") as stream:
-            description = json.load(stream)
-    except (OSError, ValueError) as error:
-        raise ExportError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
-        raise ExportError(f"{path}: not a tfseqgan model description (format {MODEL_FORMAT})")
-    if description.get("tokenizer") not in TOKENIZERS:
-        raise ExportError(f"{path}: tokenizer must be one of {', '.join(TOKENIZERS)}")
-    return description
+        size = os.path.getsize(path)
+        if size > MAX_DESCRIPTION_BYTES:
+            raise ExportError(f"{path}: {size:,} bytes, more than the {MAX_DESCRIPTION_BYTES:,} allowed")
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_DESCRIPTION_BYTES + 1)
+    except OSError as error:
+        raise ExportError(f"{path}: not readable ({error.strerror})") from None
+    try:
+        description = schema.parse_json(data, path)
+        if isinstance(description, dict) and description.get("format") != MODEL_FORMAT:
+            raise ExportError(f"{path}: not a tfseqgan model description (format {MODEL_FORMAT})")
+        return schema.check_model_description(description, path)
+    except schema.SchemaError as error:
+        raise ExportError(str(error)) from None
 
 
-def load_run(run_dir):
-    """The run's generator with its newest checkpoint's weights.
+def newest_intact_checkpoint(checkpoint_dir, log=warn):
+    """The newest checkpoint of a run that reads back whole, and the damaged ones skipped.
+
+    The candidates are those the state file names, or those on disk when it is
+    missing or unreadable (`checkpoints.candidates`, as training's resume);
+    each is read back in full (`checkpoints.verify`) and a damaged one is
+    reported and skipped.
+
+    Returns:
+        (prefix, [(damaged prefix, reason), ...]).
+    """
+    run_dir = os.path.dirname(checkpoint_dir)
+    if not os.path.isdir(checkpoint_dir):
+        raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (python main.py --run_dir={run_dir})")
+    # A read-only view of the state file in the shape `checkpoints.candidates`
+    # reads (a CheckpointManager would set a broken state file aside).
+    listed = types.SimpleNamespace(checkpoints=checkpoints.recorded(checkpoint_dir), directory=checkpoint_dir)
+    skipped = []
+    for prefix in checkpoints.candidates(listed, log):
+        try:
+            checkpoints.verify(prefix)
+        except checkpoints.CheckpointCorrupt as error:
+            log(f"warning: checkpoint {prefix} is damaged: {error}; trying the previous one")
+            skipped.append((prefix, str(error)))
+            continue
+        if skipped:
+            log(f"warning: exporting {prefix}, the newest intact checkpoint")
+        return prefix, skipped
+    if skipped:
+        raise ExportError(f"no readable checkpoint in {checkpoint_dir}: " + "; ".join(reason for _, reason in skipped))
+    raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (python main.py --run_dir={run_dir})")
+
+
+def load_run(run_dir, log=warn):
+    """The run's generator with its newest intact checkpoint's weights (`log` gets the warnings).
 
     Raises:
         ExportError: no description, no checkpoint, a vocabulary that does not
@@ -190,9 +249,7 @@ def load_run(run_dir):
                 f"{vocabulary_path}: {len(tokens)} tokens, but the generator has {generator.vocabulary_size} ids"
             )
     checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    if not latest:
-        raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (python main.py --run_dir={run_dir})")
+    latest, skipped = newest_intact_checkpoint(checkpoint_dir, log)
     try:
         status = tf.train.Checkpoint(generator=generator).restore(latest).expect_partial()
         status.assert_existing_objects_matched()
@@ -213,4 +270,5 @@ def load_run(run_dir):
         run_dir=os.path.abspath(run_dir),
         checkpoint=os.path.abspath(latest),
         counters=counters,
+        skipped_checkpoints=[os.path.abspath(prefix) for prefix, _ in skipped],
     )

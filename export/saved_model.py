@@ -20,16 +20,29 @@ Signatures (inputs -> outputs):
 
 Every input is checked by the signature itself (`tf.debugging` assertions with
 a message): a bad call fails with InvalidArgumentError naming the input, and
-never returns garbage.
+never returns garbage. The number of rows (1 to MAX_SAMPLES, in every
+signature) and the widths are checked first, before the ids are looked at
+and before any decoding work (control dependencies), so an oversized request
+is refused in the time of reading its shape. `score` runs in row chunks
+whose logits fit SCORE_BUDGET_BYTES.
 """
 
 import tensorflow as tf
 
 from export import acrostic, graph
-from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE
+from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, SCORE_BUDGET_BYTES
 from tfseqgan import sampler, text
 
 SIGNATURES = ("serving_default", "sample", "complete", "greedy", "score", "acrostic")
+
+
+def check_rows(rows, name):
+    """Assertions that a request's row count is in [1, MAX_SAMPLES] (the same limit in every signature)."""
+    message = f"{name}: the number of rows must be in [1, {MAX_SAMPLES}]"
+    return [
+        tf.debugging.assert_positive(rows, message=message),
+        tf.debugging.assert_less_equal(rows, tf.constant(MAX_SAMPLES, rows.dtype), message=message),
+    ]
 
 
 def _seed_pair(seed):
@@ -43,9 +56,11 @@ class SamplerModule(tf.Module):
         run_model: a `restore.RunModel`.
         vocabulary_path: the vocabulary file (one token a line, in id order),
             saved into the SavedModel's assets.
+        score_budget_bytes: `score` decodes rows in chunks whose logits
+            (rows x time x vocab float32) fit this.
     """
 
-    def __init__(self, run_model, vocabulary_path):
+    def __init__(self, run_model, vocabulary_path, score_budget_bytes=SCORE_BUDGET_BYTES):
         super().__init__(name="tfseqgan_sampler")
         # The signatures read the generator's tf.Variables; those are what is
         # saved (as keras.export.ExportArchive does). Saving the Keras model as
@@ -56,6 +71,7 @@ class SamplerModule(tf.Module):
         self.sequence_length = run_model.sequence_length
         self.vocabulary_size = run_model.vocabulary_size
         self.end_token = run_model.end_token
+        self.score_chunk_rows = max(1, score_budget_bytes // (4 * self.sequence_length * self.vocabulary_size))
         self.separator = "" if run_model.tokenizer == "char" else " "
         self.has_acrostic = run_model.tokenizer == "char" and self.sequence_length % ACROSTIC_LINES == 0
         self.vocabulary = tf.saved_model.Asset(vocabulary_path)
@@ -128,9 +144,9 @@ class SamplerModule(tf.Module):
         ]
 
     def _padded_prefix(self, prefix, prefix_length):
-        """Checks a (batch, p) prefix and its lengths; pads it to (batch, time)."""
+        """Checks a (batch, p) prefix and its lengths (shapes first); pads it to (batch, time)."""
         length = self.sequence_length
-        checks = self._check_ids(prefix, "prefix") + [
+        shape_checks = check_rows(tf.shape(prefix)[0], "prefix") + [
             tf.debugging.assert_less_equal(
                 tf.shape(prefix)[1],
                 length,
@@ -141,16 +157,20 @@ class SamplerModule(tf.Module):
                 tf.shape(prefix)[0],
                 message="prefix_length: one length per prefix row",
             ),
-            tf.debugging.assert_non_negative(prefix_length, message="prefix_length: must be >= 0"),
-            tf.debugging.assert_less_equal(
-                prefix_length,
-                tf.shape(prefix)[1],
-                message="prefix_length: longer than the prefix given",
-            ),
         ]
+        with tf.control_dependencies(shape_checks):
+            checks = self._check_ids(prefix, "prefix") + [
+                tf.debugging.assert_non_negative(prefix_length, message="prefix_length: must be >= 0"),
+                tf.debugging.assert_less_equal(
+                    prefix_length,
+                    tf.shape(prefix)[1],
+                    message="prefix_length: longer than the prefix given",
+                ),
+            ]
         with tf.control_dependencies(checks):
             padded = tf.pad(prefix, [[0, 0], [0, length - tf.shape(prefix)[1]]])
-        return tf.ensure_shape(padded, [None, length]), tf.identity(prefix_length)
+            prefix_length = tf.identity(prefix_length)
+        return tf.ensure_shape(padded, [None, length]), prefix_length
 
     # --------------------------------------------------------- signatures
     @tf.function(
@@ -161,12 +181,7 @@ class SamplerModule(tf.Module):
         ]
     )
     def sample(self, num_samples, temperature, seed):
-        checks = self._check_temperature(temperature) + [
-            tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1"),
-            tf.debugging.assert_less_equal(
-                num_samples, MAX_SAMPLES, message=f"num_samples must be <= {MAX_SAMPLES} per call"
-            ),
-        ]
+        checks = check_rows(num_samples, "num_samples") + self._check_temperature(temperature)
         with tf.control_dependencies(checks):
             num_samples = tf.identity(num_samples)
         tokens = sampler.sample_free(self.generator, num_samples, _seed_pair(seed), temperature=temperature)
@@ -202,22 +217,44 @@ class SamplerModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
     def score(self, ids):
         length = self.sequence_length
-        checks = self._check_ids(ids, "ids") + [
+        shape_checks = check_rows(tf.shape(ids)[0], "ids") + [
             tf.debugging.assert_equal(
                 tf.shape(ids)[1], length, message=f"ids: every sequence must have {length} tokens"
             )
         ]
+        with tf.control_dependencies(shape_checks):
+            checks = self._check_ids(ids, "ids")
         with tf.control_dependencies(checks):
             ids = tf.ensure_shape(tf.identity(ids), [None, length])
-        return graph.score_tokens(self.generator, ids, self.end_token)
+        # Row chunks of at most score_chunk_rows (and no more rows than asked), scored one after the other.
+        rows = tf.shape(ids)[0]
+        chunk = tf.minimum(rows, self.score_chunk_rows)
+        chunks = (rows + chunk - 1) // chunk
+        blocks = tf.reshape(tf.pad(ids, [[0, chunks * chunk - rows], [0, 0]]), [chunks, chunk, length])
+        scored = tf.map_fn(
+            lambda block: graph.score_tokens(self.generator, tf.ensure_shape(block, [None, length]), self.end_token),
+            blocks,
+            fn_output_signature={
+                "log_probs": tf.TensorSpec([None, length], tf.float32),
+                "lengths": tf.TensorSpec([None], tf.int32),
+                "total": tf.TensorSpec([None], tf.float32),
+            },
+            parallel_iterations=1,
+        )
+        return {
+            "log_probs": tf.reshape(scored["log_probs"], [-1, length])[:rows],
+            "lengths": tf.reshape(scored["lengths"], [-1])[:rows],
+            "total": tf.reshape(scored["total"], [-1])[:rows],
+        }
 
     def _acrostic(self, heads, temperature, seed):
         length, lines = self.sequence_length, ACROSTIC_LINES
+        with tf.control_dependencies(check_rows(tf.size(heads), "heads")):
+            heads = tf.identity(heads)
         characters = tf.strings.unicode_split(heads, "UTF-8")  # ragged (batch, None)
         head_ids = self.token_to_id.lookup(characters.flat_values)  # (batch * lines,) int64, -1 if unknown
         unknown = tf.boolean_mask(characters.flat_values, head_ids < 0)
         checks = self._check_temperature(temperature) + [
-            tf.debugging.assert_positive(tf.size(heads), message="heads: give at least one head"),
             tf.debugging.assert_equal(
                 characters.row_lengths(),
                 tf.constant(lines, tf.int64),

@@ -5,15 +5,19 @@ atomic replacement."""
 import hashlib
 import json
 import os
+import shutil
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from export_runs import POEM_CHARACTERS, POEM_LENGTH, POEM_TOKENS, make_run
 
-from export import acrostic, pipeline, verify
+from export import acrostic, onnx_sample, pipeline, verify
+from export.limits import MAX_SAMPLES
 from export.onnx_sample import OnnxSampler, SamplerInputError
 from export.restore import ExportError, load_run
+from export.saved_model import SamplerModule
 from tfseqgan import sampler, text
 
 
@@ -173,7 +177,6 @@ def test_batch_is_dynamic(poem_export):
     for rows in (1, 3, 1100):  # 1100: more than one sampler chunk on both sides
         assert call(saved, "sample", **sample_inputs(rows))["ids"].shape == (rows, POEM_LENGTH)
         assert model.sample(rows)["ids"].shape == (rows, POEM_LENGTH)
-    assert call(saved, "score", ids=tf.zeros([0, POEM_LENGTH], tf.int32))["log_probs"].shape == (0, POEM_LENGTH)
     complete = call(
         saved,
         "complete",
@@ -272,10 +275,34 @@ def test_verification_fails_against_another_generator(poem_export, tmp_path):
 
 
 # ------------------------------------------------------------ bad input
+def prefix_inputs(rows, width=1, temperature=None):
+    inputs = {"prefix": tf.fill([rows, width], 4), "prefix_length": tf.ones([rows], tf.int32)}
+    if temperature is not None:
+        inputs.update(temperature=tf.constant(temperature), seed=tf.constant(0, tf.int64))
+    return inputs
+
+
+def heads_inputs(rows):
+    return {"heads": tf.fill([rows], "春夏秋冬"), "temperature": tf.constant(1.0), "seed": tf.constant(0, tf.int64)}
+
+
+TOO_MANY = MAX_SAMPLES + 1
+# The same row limit in every signature, 0 rows refused everywhere (issue 24).
+ROW_LIMITS = {
+    f"{signature} of {rows} rows": (signature, inputs, f"{name}: the number of rows must be in \\[1, {MAX_SAMPLES}\\]")
+    for rows in (0, TOO_MANY)
+    for signature, inputs, name in [
+        ("complete", prefix_inputs(rows, temperature=1.0), "prefix"),
+        ("greedy", prefix_inputs(rows), "prefix"),
+        ("score", {"ids": tf.zeros([rows, POEM_LENGTH], tf.int32)}, "ids"),
+        ("acrostic", heads_inputs(rows), "heads"),
+    ]
+}
 SAVED_BAD_CALLS = {
-    "zero samples": ("sample", dict(sample_inputs(0)), "num_samples must be >= 1"),
-    "negative samples": ("sample", dict(sample_inputs(-4)), "num_samples must be >= 1"),
-    "too many samples": ("sample", dict(sample_inputs(10**7)), "num_samples must be <="),
+    **ROW_LIMITS,
+    "zero samples": ("sample", dict(sample_inputs(0)), r"num_samples: the number of rows must be in \[1, 1000000\]"),
+    "negative samples": ("sample", dict(sample_inputs(-4)), "num_samples: the number of rows must be in"),
+    "too many samples": ("sample", dict(sample_inputs(10**7)), "num_samples: the number of rows must be in"),
     "zero temperature": ("sample", dict(sample_inputs(2, temperature=0.0)), "temperature must be in"),
     "negative temperature": ("sample", dict(sample_inputs(2, temperature=-1.0)), "temperature must be in"),
     "NaN temperature": ("sample", dict(sample_inputs(2, temperature=float("nan"))), "temperature must be in"),
@@ -329,7 +356,7 @@ SAVED_BAD_CALLS = {
     "acrostic without heads": (
         "acrostic",
         dict(heads=tf.constant([], tf.string), temperature=tf.constant(1.0), seed=tf.constant(0, tf.int64)),
-        "at least one head",
+        "heads: the number of rows must be in",
     ),
     "acrostic at zero temperature": (
         "acrostic",
@@ -342,15 +369,17 @@ SAVED_BAD_CALLS = {
 @pytest.mark.parametrize("case", sorted(SAVED_BAD_CALLS))
 def test_saved_model_signatures_refuse_bad_input_with_a_message(poem_export, case):
     signature, inputs, message = SAVED_BAD_CALLS[case]
+    began = time.perf_counter()
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         poem_export["saved"].signatures[signature](**inputs)
+    assert time.perf_counter() - began < 5  # refused, not decoded: a million rows would take minutes
     # The model serves on after a refused call.
     assert call(poem_export["saved"], "sample", **sample_inputs(2))["ids"].shape == (2, POEM_LENGTH)
 
 
 ONNX_BAD_CALLS = {
-    "zero samples": (lambda m: m.sample(0), "number of samples must be in"),
-    "negative samples": (lambda m: m.sample(-1), "number of samples must be in"),
+    "zero samples": (lambda m: m.sample(0), r"num_samples: 0 rows; the number of rows must be in \[1, 1000000\]"),
+    "negative samples": (lambda m: m.sample(-1), "num_samples: -1 rows; the number of rows must be in"),
     "zero temperature": (lambda m: m.sample(2, 0.0), "temperature must be in"),
     "NaN temperature": (lambda m: m.sample(2, float("nan")), "temperature must be in"),
     "prefix too long": (lambda m: m.complete(np.full([1, 9], 4), [9]), "more than the sequence length 8"),
@@ -398,7 +427,7 @@ def test_a_run_without_model_json_is_rebuilt_from_flags_cfg(tmp_path):
     [
         ("no_files", "neither model.json nor flags.cfg"),
         ("no_checkpoint", "no checkpoint; train first"),
-        ("bad_json", "not readable JSON"),
+        ("bad_json", "model.json: not JSON"),
         ("wrong_size", "does not match this checkpoint"),
         ("short_vocabulary", "tokens, but the generator has"),
     ],
@@ -442,7 +471,19 @@ def test_a_failed_export_leaves_the_previous_one_and_no_temporary_folder(poem_ex
 def test_a_verified_export_replaces_the_previous_one(ids_export):
     export_dir = ids_export["export_dir"]
     before = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
-    manifest = pipeline.export_run(str(ids_export["run_dir"]), str(export_dir))
+    umask = os.umask(0o027)  # the export's folders and files follow the umask (they were always 0700 before)
+    try:
+        manifest = pipeline.export_run(str(ids_export["run_dir"]), str(export_dir))
+    finally:
+        os.umask(umask)
+    modes = {
+        os.path.relpath(os.path.join(root, name), export_dir): os.stat(os.path.join(root, name)).st_mode & 0o777
+        for root, dirs, files in os.walk(export_dir)
+        for name in dirs + files
+    }
+    assert os.stat(export_dir).st_mode & 0o777 == 0o750
+    assert modes["onnx"] == modes["saved_model"] == 0o750 and modes["onnx/sampler.onnx"] == 0o640
+    assert set(modes.values()) <= {0o750, 0o640}, modes
     after = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
     assert after["created"] >= before["created"] and manifest["files"] == after["files"]
     assert after["files"]["onnx/vocab.txt"] == before["files"]["onnx/vocab.txt"]
@@ -456,3 +497,46 @@ def test_a_folder_that_is_not_an_export_is_never_replaced(ids_export, tmp_path):
     with pytest.raises(ExportError, match="is not a tfseqgan export"):
         pipeline.export_run(str(ids_export["run_dir"]), str(precious))
     assert (precious / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+# ------------------------------------------------- chunked scoring, manifest
+def test_score_in_row_chunks_equals_score_in_one_go(poem_export):
+    run_model = load_run(str(poem_export["run_dir"]))
+    vocabulary = str(poem_export["export_dir"] / "onnx" / "vocab.txt")
+    chunked = SamplerModule(run_model, vocabulary, score_budget_bytes=4 * POEM_LENGTH * len(POEM_TOKENS) * 3)
+    assert chunked.score_chunk_rows == 3
+    ids = sampler.sample_free(poem_export["generator"], 10, tf.constant([1, 2], tf.int64))  # 3 + 3 + 3 + 1 rows
+    ids = text.pad_after_end(ids, text.END_ID)
+    whole = call(poem_export["saved"], "score", ids=ids)
+    parts = {key: value.numpy() for key, value in chunked.score(ids).items()}
+    for key in whole:
+        np.testing.assert_allclose(parts[key], whole[key], atol=1e-6)
+    assert parts["log_probs"].shape == (10, POEM_LENGTH)
+
+
+def test_onnx_score_in_row_chunks_equals_score_in_one_go(poem_export, monkeypatch):
+    model = OnnxSampler(str(poem_export["export_dir"] / "onnx" / "sampler.onnx"))
+    ids = model.sample(10, 1.0, 3)["ids"]
+    whole = model.score(ids)
+    monkeypatch.setattr(onnx_sample, "SCORE_BUDGET_BYTES", 4 * POEM_LENGTH * len(POEM_TOKENS) * 3)
+    parts = model.score(ids)
+    for key in whole:
+        np.testing.assert_array_equal(parts[key], whole[key])
+
+
+def test_a_copied_export_is_checked_against_its_manifest(poem_export, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(poem_export["export_dir"], copy)
+    sampler_path = str(copy / "onnx" / "sampler.onnx")
+    assert OnnxSampler(sampler_path).tokens == POEM_TOKENS
+    tokens = list(POEM_TOKENS)
+    tokens[4], tokens[5] = tokens[5], tokens[4]  # same size, other ids
+    (copy / "onnx" / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    with pytest.raises(SamplerInputError, match="vocab.txt: SHA-256 .* the folder was altered"):
+        OnnxSampler(sampler_path)
+    shutil.copy(poem_export["export_dir"] / "onnx" / "vocab.txt", copy / "onnx" / "vocab.txt")
+    with open(copy / "onnx" / "scorer.onnx", "ab") as stream:
+        stream.write(b"\0")
+    model = OnnxSampler(sampler_path)  # the scorer is checked when it is first needed
+    with pytest.raises(SamplerInputError, match="scorer.onnx: SHA-256"):
+        model.score(np.full([1, POEM_LENGTH], 4))

@@ -6,8 +6,11 @@ import ast
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -51,10 +54,21 @@ def environment():
     return env
 
 
-def run(command, **kwargs):
-    return subprocess.run(
-        command, cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs
-    )
+def run(command, without_path=False, **kwargs):
+    """Runs a command; without_path: with an empty PATH, as from a virtualenv that is not activated."""
+    env = environment()
+    if without_path:
+        env["PATH"] = ""
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs)
+
+
+def saved_model_cli():
+    """The saved_model_cli of this interpreter: the script beside sys.executable (a virtualenv's
+    bin/, activated or not), else TensorFlow's module run by the interpreter itself; never PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return [beside]
+    return [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 
 def without_tensorflow(module, *args):
@@ -87,7 +101,7 @@ def test_saved_model_cli_runs_the_sample_signature(poem_export):
     saved_model = str(poem_export / "saved_model")
     result = run(
         [
-            "saved_model_cli",
+            *saved_model_cli(),
             "run",
             "--dir",
             saved_model,
@@ -97,7 +111,8 @@ def test_saved_model_cli_runs_the_sample_signature(poem_export):
             "sample",
             "--input_exprs",
             "num_samples=4;temperature=0.8;seed=3",
-        ]
+        ],
+        without_path=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     outputs = parse_saved_model_cli(result.stdout)
@@ -113,7 +128,7 @@ def test_saved_model_cli_runs_the_sample_signature(poem_export):
 def test_saved_model_cli_gets_the_signatures_own_error(poem_export):
     result = run(
         [
-            "saved_model_cli",
+            *saved_model_cli(),
             "run",
             "--dir",
             str(poem_export / "saved_model"),
@@ -173,7 +188,7 @@ def test_onnx_sample_prints_text_without_tensorflow(poem_export, args):
         (["--prefix", "春" * (POEM_LENGTH + 1)], "more than the sequence length"),
         (["--prefix", "X"], "prefix: not in the vocabulary: X"),
         (["--greedy", "--acrostic", "春夏秋冬"], "do not go together"),
-        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--seed", "-1"], "--seed must be in [0, "),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
@@ -218,3 +233,122 @@ def test_main_exports_at_the_end_and_python_m_export_repeats_it(tmp_path):
     missing = run([sys.executable, "-m", "export", f"--run_dir={tmp_path / 'nowhere'}"])
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1] == f"error: --run_dir={tmp_path / 'nowhere'}: no such directory"
+
+
+# ------------------------------------------------- untrusted folders (issue 24)
+TF_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ )")
+
+
+def messages(stderr):
+    """stderr without TensorFlow's C++ log lines and the blocker's 'loaded:' line."""
+    return [line for line in stderr.splitlines() if line.strip() and not TF_LOG.match(line) and "loaded:" not in line]
+
+
+def tree(directory):
+    return {
+        os.path.relpath(os.path.join(root, name), directory): open(os.path.join(root, name), "rb").read()
+        if name in files
+        else "folder"
+        for root, dirs, files in os.walk(directory)
+        for name in dirs + files
+    }
+
+
+def test_python_m_export_leaves_a_web_app_folder_byte_for_byte(poem_export, tmp_path):
+    web_app = tmp_path / "site"
+    (web_app / "static").mkdir(parents=True)
+    (web_app / "manifest.json").write_text('{"name": "app", "start_url": "/"}', encoding="utf-8")
+    (web_app / "index.html").write_text("<!doctype html><p>hello</p>", encoding="utf-8")
+    (web_app / "static" / "app.js").write_text("console.log(1)", encoding="utf-8")
+    before = tree(web_app)
+    result = run([sys.executable, "-m", "export", f"--run_dir={poem_export.parent}", f"--out={web_app}"])
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = messages(result.stderr)
+    assert line.startswith(f"error: --out={web_app}: exists and is not a tfseqgan export (")
+    assert 'manifest.json has no "format": 1' in line and "index.html" in line and "static" in line
+    assert tree(web_app) == before
+    assert sorted(os.listdir(tmp_path)) == ["site"]
+
+
+def start_export(run_dir, out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "export", f"--run_dir={run_dir}", f"--out={out}", "--num_distribution_samples=1000"],
+        cwd=REPO_ROOT,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def temporary_folders(out):
+    return sorted(name for name in os.listdir(out.parent) if name.startswith(f".{out.name}.tmp-"))
+
+
+def wait_for_temporary_folder(process, out):
+    """Waits until `process` has made its temporary folder (it is then converting the models)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not any(f"-{process.pid}-" in name for name in temporary_folders(out)):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no temporary folder appeared"
+        time.sleep(0.05)
+
+
+def test_signals_during_an_export_leave_no_temporary_folder(poem_export, tmp_path):
+    run_dir = poem_export.parent
+    out, interrupted_out = tmp_path / "export", tmp_path / "interrupted"
+    killed, interrupted = start_export(run_dir, out), start_export(run_dir, interrupted_out)
+    for process, target in ((killed, out), (interrupted, interrupted_out)):
+        wait_for_temporary_folder(process, target)
+    killed.kill()
+    killed.communicate(timeout=TIMEOUT_S)
+    interrupted.send_signal(signal.SIGINT)
+    _, stderr = interrupted.communicate(timeout=TIMEOUT_S)
+    assert interrupted.returncode == 128 + signal.SIGINT and "Traceback" not in stderr
+    assert messages(stderr) == ["error: interrupted by SIGINT; no temporary folder left"]
+    assert temporary_folders(interrupted_out) == [] and not interrupted_out.exists()
+    left_by_kill = temporary_folders(out)
+    assert len(left_by_kill) == 1  # SIGKILL cannot be caught: the next export reaps it
+
+    terminated = start_export(run_dir, out)
+    wait_for_temporary_folder(terminated, out)
+    terminated.terminate()
+    _, stderr = terminated.communicate(timeout=TIMEOUT_S)
+    assert terminated.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+    assert messages(stderr) == [
+        f"warning: removed {tmp_path / left_by_kill[0]}, left by an export that was killed",
+        "error: interrupted by SIGTERM; no temporary folder left",
+    ]
+    assert temporary_folders(out) == [] and not out.exists()
+
+
+def copy_with_metadata(export_dir, folder, **changes):
+    """A copy of the export's onnx/ folder (no manifest) whose sampler metadata has `changes`."""
+    import onnx
+
+    shutil.copytree(export_dir / "onnx", folder)
+    model = onnx.load(str(folder / "sampler.onnx"))
+    entry = next(entry for entry in model.metadata_props if entry.key == "tfseqgan")
+    entry.value = json.dumps(dict(json.loads(entry.value), **changes))
+    onnx.save(model, str(folder / "sampler.onnx"))
+    return folder / "sampler.onnx"
+
+
+@pytest.mark.parametrize("attack", ["absolute path", "dot-dot", "fifo", "dev zero", "negative start token"])
+def test_onnx_sample_reads_nothing_outside_the_folder_and_never_hangs(poem_export, tmp_path, attack):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("\n".join(["top secret"] * len(POEM_TOKENS)) + "\n", encoding="utf-8")
+    changes = {
+        "absolute path": {"vocabulary": str(secret)},
+        "dot-dot": {"vocabulary": "../secret.txt"},
+        "fifo": {"vocabulary": "pipe"},
+        "dev zero": {"vocabulary": "zero"},
+        "negative start token": {"start_token": -1},
+    }[attack]
+    model = copy_with_metadata(poem_export, tmp_path / "model", **changes)
+    os.mkfifo(tmp_path / "model" / "pipe")
+    os.symlink("/dev/zero", tmp_path / "model" / "zero")
+    result = without_tensorflow("export.onnx_sample", str(model), "--num", "3")  # TIMEOUT_S guards a hang
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    (line,) = messages(result.stderr)
+    assert line.startswith("error: ") and "top secret" not in line

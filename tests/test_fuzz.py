@@ -6,6 +6,7 @@ command lines go through `python main.py` to check the exit code and stderr."""
 import contextlib
 import dataclasses
 import io
+import json
 import random
 import re
 import subprocess
@@ -196,3 +197,216 @@ def test_random_bad_command_lines_exit_with_one_error_line_and_no_traceback(tmp_
         messages = [line for line in stderr.splitlines() if line.strip() and not TF_LOG.match(line)]
         assert len(messages) == 1 and messages[0].startswith("error: "), (name, messages)
         assert not (tmp_path / "runs" / name).exists()
+
+
+# ----------------------------------------------- export model folders (issue 24)
+JSON_SCALARS = st.one_of(
+    st.integers(0, 20),  # near the small model's sizes and ids: often valid
+    st.integers(0, 20),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.sampled_from([-1, 0, 1, 2, 15, 16, 17, 10**6, 10**6 + 1, 65_536, 65_537]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["vocab.txt", "../vocab.txt", "/etc/passwd", "..", ".", "a/b", "a\\b", "char", "sampler"]),
+)
+JSON_VALUES = st.one_of(
+    JSON_SCALARS, st.lists(JSON_SCALARS, max_size=4), st.dictionaries(st.text(max_size=4), JSON_SCALARS)
+)
+
+
+@st.composite
+def mutated_metadata(draw):
+    """A valid sampler metadata with a few keys replaced, removed or added."""
+    from export_runs import step_metadata
+
+    info = step_metadata()
+    ids = st.integers(0, info["vocabulary_size"] - 1)
+    plausible = {  # values of the right type, mostly in range
+        "vocabulary_size": st.integers(2, 40),
+        "sequence_length": st.integers(1, 12),
+        "hidden_dim": st.integers(1, 8),
+        "start_token": ids,
+        "end_token": st.one_of(st.none(), ids),
+        "banned_tokens": st.lists(ids, max_size=4),
+        "tokenizer": st.sampled_from(["char", "word", "ids"]),
+        "role": st.sampled_from(["sampler", "scorer"]),
+        "format": st.just(1),
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(info)), max_size=3, unique=True)):
+        action = draw(st.sampled_from(["plausible", "plausible", "any", "remove"]))
+        if action == "remove":
+            del info[key]
+        elif action == "any" or key not in plausible:
+            info[key] = draw(JSON_VALUES)
+        else:
+            info[key] = draw(plausible[key])
+    if draw(st.booleans()) and draw(st.booleans()):
+        info[draw(st.text(min_size=1, max_size=6))] = draw(JSON_SCALARS)
+    return info
+
+
+def plain_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(info=mutated_metadata())
+def test_onnx_metadata_fits_the_schema_or_is_one_line_error(info):
+    from export import schema
+
+    try:
+        checked = schema.check_onnx_metadata(info, "sampler.onnx: metadata")
+    except schema.SchemaError as error:
+        assert one_line(str(error)) and str(error).startswith("sampler.onnx: metadata: "), str(error)
+        event("refused")
+        return
+    event("accepted")
+    vocabulary = checked["vocabulary_size"]
+    assert plain_int(vocabulary) and 2 <= vocabulary <= 10**6
+    assert all(plain_int(checked[key]) for key in ("sequence_length", "hidden_dim", "start_token", "format"))
+    ids = [checked["start_token"], *checked["banned_tokens"]] + [checked["end_token"]] * (
+        checked["end_token"] is not None
+    )
+    assert all(plain_int(i) and 0 <= i < vocabulary for i in ids)
+    for key in ("vocabulary", "sampler", "scorer"):
+        assert "/" not in checked[key] and "\\" not in checked[key] and checked[key] not in ("", ".", "..")
+
+
+# What a metadata entry may name, and what may lie at that name in the model's folder.
+SIDE_FILE_NAMES = st.one_of(
+    st.sampled_from(["vocab.txt", "v", "../secret.txt", "/tmp/secret.txt", "sub/vocab.txt", "..", "", "."]),
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=10),
+)
+SIDE_FILE_KINDS = st.sampled_from(
+    ["vocabulary", "short vocabulary", "bytes", "link inside", "link to secret", "link to /dev/zero", "fifo", "folder"]
+)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(name=SIDE_FILE_NAMES, kind=SIDE_FILE_KINDS, noise=st.binary(max_size=64))
+def test_side_files_load_only_inside_the_folder_or_end_in_one_line(name, kind, noise):
+    import os
+    import shutil
+    import tempfile
+
+    from export_runs import POEM_TOKENS, model_folder, step_metadata
+
+    from export.onnx_sample import OnnxSampler, SamplerInputError
+
+    root = tempfile.mkdtemp()
+    try:
+        secret = os.path.join(root, "secret.txt")
+        with open(secret, "w", encoding="utf-8") as stream:
+            stream.write("top secret\n" * len(POEM_TOKENS))
+        folder = os.path.join(root, "model")
+        model = model_folder(folder, step_metadata(vocabulary=name))
+        target = os.path.join(folder, name) if name and "\x00" not in name else None
+        placed = False
+        if target and os.path.basename(target) == name and name not in (".", "..", "sampler.onnx", "vocab.txt"):
+            placed = True
+            if kind == "vocabulary":
+                shutil.copy(os.path.join(folder, "vocab.txt"), target)
+            elif kind == "short vocabulary":
+                with open(target, "w", encoding="utf-8") as stream:
+                    stream.write("\n".join(POEM_TOKENS[:-1]))
+            elif kind == "bytes":
+                with open(target, "wb") as stream:
+                    stream.write(noise)
+            elif kind == "link inside":
+                os.symlink("vocab.txt", target)
+            elif kind == "link to secret":
+                os.symlink(secret, target)
+            elif kind == "link to /dev/zero":
+                os.symlink("/dev/zero", target)
+            elif kind == "fifo":
+                os.mkfifo(target)
+            else:
+                os.mkdir(target)
+        try:
+            loaded = OnnxSampler(model)
+        except SamplerInputError as error:
+            assert one_line(str(error)) and "top secret" not in str(error), str(error)
+            event("one-line error")
+            return
+        event("loaded")
+        assert loaded.tokens == POEM_TOKENS  # only ever the vocabulary inside the folder
+        assert name == "vocab.txt" or (placed and kind in ("vocabulary", "link inside"))
+    finally:
+        shutil.rmtree(root)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(metadata=st.one_of(mutated_metadata().map(json.dumps), st.text(max_size=40), JSON_VALUES.map(json.dumps)))
+def test_any_metadata_text_loads_or_ends_in_one_line(metadata):
+    import shutil
+    import tempfile
+
+    from export_runs import model_folder
+
+    from export.onnx_sample import OnnxSampler, SamplerInputError
+
+    root = tempfile.mkdtemp()
+    try:
+        model = model_folder(f"{root}/model", metadata)
+        try:
+            sampled = OnnxSampler(model).sample(2)
+        except SamplerInputError as error:
+            assert one_line(str(error)), str(error)
+            event("one-line error")
+            return
+        event("sampled")
+        assert sampled["ids"].shape[0] == 2
+    finally:
+        shutil.rmtree(root)
+
+
+@st.composite
+def mutated_model_description(draw):
+    """A valid model.json with a few generator or top-level values replaced (sizes up to far past the caps)."""
+    description = {
+        "format": 1,
+        "generator": {
+            "vocabulary_size": 16,
+            "sequence_length": 8,
+            "embedding_dim": 4,
+            "hidden_dim": 8,
+            "start_token": 1,
+            "init_stddev": 1.0,
+            "seed": 0,
+            "banned_tokens": [0, 1],
+        },
+        "tokenizer": "char",
+        "end_token": 2,
+        "dataset": "poems",
+    }
+    sizes = st.one_of(st.integers(-2, 40), st.integers(1, 10**7), JSON_SCALARS)
+    for key in draw(st.lists(st.sampled_from(sorted(description["generator"])), max_size=3, unique=True)):
+        description["generator"][key] = draw(sizes if key.endswith(("size", "dim", "length")) else JSON_VALUES)
+    if draw(st.booleans()):
+        description[draw(st.sampled_from(["end_token", "tokenizer", "format", "dataset"]))] = draw(JSON_SCALARS)
+    return description
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(description=mutated_model_description())
+def test_model_json_fits_the_schema_or_is_one_line_error(description):
+    from export import schema
+    from export.limits import MAX_PARAMETERS
+
+    try:
+        checked = schema.check_model_description(description, "RUN/model.json")
+    except schema.SchemaError as error:
+        assert one_line(str(error)) and str(error).startswith("RUN/model.json: "), str(error)
+        event("refused")
+        return
+    event("accepted")
+    config = checked["generator"]
+    vocabulary = config["vocabulary_size"]
+    sizes = (vocabulary, config["embedding_dim"], config["hidden_dim"])
+    assert all(plain_int(size) and size >= 1 for size in sizes) and plain_int(config["sequence_length"])
+    assert schema.parameter_count(*sizes) <= MAX_PARAMETERS  # checked before Keras allocates anything
+    ids = [config["start_token"], *config.get("banned_tokens", [])]
+    ids += [checked["end_token"]] if checked["end_token"] is not None else []
+    assert all(plain_int(i) and 0 <= i < vocabulary for i in ids)

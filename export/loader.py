@@ -1,0 +1,320 @@
+"""The one loader of an exported ONNX model folder (onnxruntime and the
+standard library only; `OnnxSampler` and `python -m export.onnx_sample` both
+go through it).
+
+A model folder is data from anyone, so nothing in it is followed blindly:
+
+- the `tfseqgan` metadata entry is capped in size and checked against the
+  schema (export/schema.py: known keys, types, ranges);
+- a side file (vocabulary, scorer) is named by a plain file name, opened only
+  inside the model's folder (a link leading out is refused), only when it is
+  a regular file (no FIFO, no device) and no larger than its cap;
+- when the export's `manifest.json` lies beside the folder (`EXPORT/onnx/..`),
+  every file read must be listed in it with the same SHA-256 and size;
+- the graph's inputs and outputs must be the sampler step's (or the scorer's)
+  names, types and shapes (`SAMPLER_SIGNATURE`, `SCORER_SIGNATURE`).
+
+Every failure is a `SamplerInputError` whose one-line message names the file.
+The graph itself is run by onnxruntime, which refuses external data outside
+the model's folder; what a run emits is checked by the caller.
+"""
+
+import dataclasses
+import hashlib
+import os
+import stat
+
+import onnxruntime
+
+from export import schema
+from export.limits import MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, MAX_ONNX_BYTES, MAX_VOCABULARY_BYTES
+from export.schema import MANIFEST_FILE, MANIFEST_FORMAT, METADATA_KEY
+
+# name -> (type, shape): None is a dynamic dimension, a string names a size in the metadata.
+SAMPLER_SIGNATURE = {
+    "inputs": {
+        "token": ("tensor(int32)", [None]),
+        "h": ("tensor(float)", [None, "hidden_dim"]),
+        "c": ("tensor(float)", [None, "hidden_dim"]),
+        "temperature": ("tensor(float)", []),
+        "uniforms": ("tensor(float)", [None, 2]),
+        "bias": ("tensor(float)", ["vocabulary_size"]),
+        "greedy": ("tensor(bool)", []),
+    },
+    "outputs": {
+        "next_token": ("tensor(int32)", [None]),
+        "next_h": ("tensor(float)", [None, "hidden_dim"]),
+        "next_c": ("tensor(float)", [None, "hidden_dim"]),
+    },
+}
+SCORER_SIGNATURE = {
+    "inputs": {"ids": ("tensor(int32)", [None, "sequence_length"])},
+    "outputs": {
+        "log_probs": ("tensor(float)", [None, "sequence_length"]),
+        "lengths": ("tensor(int32)", [None]),
+        "total": ("tensor(float)", [None]),
+    },
+}
+FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+class SamplerInputError(ValueError):
+    """A bad argument or model file; the message is one line."""
+
+
+def first_line(error):
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+def _size(count):
+    return f"{count:,} bytes"
+
+
+def regular_file_status(path):
+    """os.stat of `path` when it is a regular file (following links); SamplerInputError otherwise."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise SamplerInputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise SamplerInputError(f"{path}: cannot open it ({error.strerror})") from None
+    if not stat.S_ISREG(status.st_mode):
+        kind = FILE_KINDS.get(stat.S_IFMT(status.st_mode), "not a plain file")
+        raise SamplerInputError(f"{path}: {kind}, not a regular file")
+    return status
+
+
+def _open_regular(path, what):
+    """A descriptor of `path`, checked to be a regular file on the descriptor itself.
+
+    Opened without blocking, so a FIFO swapped in after `regular_file_status`
+    cannot hang the open.
+    """
+    regular_file_status(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise SamplerInputError(f"{path}: cannot open the {what} ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise SamplerInputError(f"{path}: not a regular file")
+    return descriptor
+
+
+def _blocks(descriptor, path, max_bytes, what):
+    """The file's content in blocks; refused when it is (or grows) past max_bytes."""
+    size = os.fstat(descriptor).st_size
+    if size > max_bytes:
+        raise SamplerInputError(f"{path}: the {what} is {_size(size)}, more than the {_size(max_bytes)} allowed")
+    total = 0
+    try:
+        while block := os.read(descriptor, 1 << 20):
+            total += len(block)
+            if total > max_bytes:
+                raise SamplerInputError(f"{path}: the {what} grew past {_size(max_bytes)} while it was read")
+            yield block
+    except OSError as error:
+        raise SamplerInputError(f"{path}: cannot read the {what} ({error.strerror})") from None
+
+
+def read_regular_file(path, max_bytes, what):
+    """The bytes of `path`, a regular file of at most `max_bytes`."""
+    descriptor = _open_regular(path, what)
+    try:
+        return b"".join(_blocks(descriptor, path, max_bytes, what))
+    finally:
+        os.close(descriptor)
+
+
+def sha256_of_file(path, max_bytes, what):
+    """SHA-256 of the regular file `path` of at most `max_bytes`."""
+    digest = hashlib.sha256()
+    descriptor = _open_regular(path, what)
+    try:
+        for block in _blocks(descriptor, path, max_bytes, what):
+            digest.update(block)
+    finally:
+        os.close(descriptor)
+    return digest.hexdigest()
+
+
+def side_file_path(directory, name):
+    """directory/name (a plain name, checked by the schema), refusing a link that leads out of the folder."""
+    path = os.path.join(directory, name)
+    real = os.path.realpath(path)
+    if os.path.dirname(real) != directory:
+        raise SamplerInputError(f"{path}: a link leading out of the model's folder; refused")
+    return real
+
+
+def read_manifest(directory):
+    """The export's manifest.json beside the model's folder, or None when there is none.
+
+    Returns:
+        (export folder, the manifest's "files" table).
+    """
+    export_dir = os.path.dirname(directory)
+    path = os.path.join(export_dir, MANIFEST_FILE)
+    if not os.path.lexists(path):
+        return None
+    if os.path.islink(path):  # it is read from outside the model's folder: not even a link is followed
+        raise SamplerInputError(f"{path}: a link, not the export's manifest; refused")
+    data = read_regular_file(path, MAX_MANIFEST_BYTES, "manifest")
+    try:
+        manifest = schema.parse_json(data, path)
+    except schema.SchemaError as error:
+        raise SamplerInputError(str(error)) from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not (isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT and isinstance(files, dict)):
+        raise SamplerInputError(
+            f"{path}: not a tfseqgan manifest (a JSON object with format {MANIFEST_FORMAT} and a files table)"
+        )
+    return export_dir, files
+
+
+def check_listed(manifest, path, digest, size):
+    """A file read from the model folder must be in the manifest, same SHA-256 and size."""
+    if manifest is None:
+        return
+    export_dir, files = manifest
+    relative = os.path.relpath(path, export_dir).replace(os.sep, "/")
+    entry = files.get(relative)
+    if not isinstance(entry, dict):
+        raise SamplerInputError(f"{path}: not listed in {os.path.join(export_dir, MANIFEST_FILE)}")
+    if entry.get("sha256") != digest or entry.get("bytes") != size:
+        raise SamplerInputError(
+            f"{path}: SHA-256 {digest[:12]}... ({_size(size)}) differs from {MANIFEST_FILE}'s "
+            f"{str(entry.get('sha256'))[:12]}... ({entry.get('bytes')} bytes); the folder was altered"
+        )
+
+
+def check_signature(session, expected, info, path):
+    """The graph's inputs and outputs are `expected`'s names, element types and shapes."""
+    for side, values in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        found = {value.name: (value.type, list(value.shape)) for value in values}
+        wanted = expected[side]
+        if sorted(found) != sorted(wanted):
+            raise SamplerInputError(
+                f"{path}: graph {side} are {', '.join(sorted(found)) or 'none'}; expected {', '.join(sorted(wanted))}"
+            )
+        for name, (element_type, shape) in wanted.items():
+            dims = [info[dim] if isinstance(dim, str) else dim for dim in shape]
+            actual_type, actual_shape = found[name]
+            fits = len(actual_shape) == len(dims) and all(
+                not isinstance(have, int) if want is None else have == want
+                for have, want in zip(actual_shape, dims, strict=True)
+            )
+            if actual_type != element_type or not fits:
+                shown = ["batch" if dim is None else dim for dim in dims]
+                raise SamplerInputError(
+                    f"{path}: graph {side[:-1]} {name} is {actual_type} {actual_shape}; expected {element_type} {shown}"
+                )
+
+
+def open_session(path, threads, manifest):
+    """An onnxruntime session of the regular file `path` (capped, listed in the manifest if any)."""
+    status = regular_file_status(path)
+    if status.st_size > MAX_ONNX_BYTES:
+        raise SamplerInputError(f"{path}: {_size(status.st_size)}, more than the {_size(MAX_ONNX_BYTES)} allowed")
+    if manifest is not None:
+        check_listed(manifest, path, sha256_of_file(path, MAX_ONNX_BYTES, "model"), status.st_size)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Idle worker threads would spin between the loop's many small runs,
+    # taking the core the NumPy part of the loop needs (measured 1.6x
+    # slower on a busy 2-core host).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise SamplerInputError(f"{path}: onnxruntime cannot load it ({first_line(error)})") from None
+
+
+def read_metadata(session, path):
+    """The validated `tfseqgan` metadata entry of a session's model."""
+    custom = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in custom:
+        raise SamplerInputError(f"{path}: not a tfseqgan export (no '{METADATA_KEY}' metadata)")
+    text = custom[METADATA_KEY]
+    if len(text) > MAX_DESCRIPTION_BYTES:
+        raise SamplerInputError(f"{path}: the '{METADATA_KEY}' metadata is longer than {_size(MAX_DESCRIPTION_BYTES)}")
+    source = f"{path}: metadata"
+    try:
+        return schema.check_onnx_metadata(schema.parse_json(text, source), source)
+    except schema.SchemaError as error:
+        raise SamplerInputError(str(error)) from None
+
+
+def read_vocabulary(path, size, manifest):
+    """The tokens of the vocabulary file: one a line, in id order, `size` of them, all different."""
+    data = read_regular_file(path, MAX_VOCABULARY_BYTES, "vocabulary")
+    check_listed(manifest, path, hashlib.sha256(data).hexdigest(), len(data))
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise SamplerInputError(f"{path}: the vocabulary is not UTF-8 ({error.reason} at byte {error.start})") from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != size:
+        raise SamplerInputError(f"{path}: {len(lines)} tokens, but the model has {size} ids")
+    if len(set(lines)) != len(lines):
+        seen = set()
+        twice = next(token for token in lines if token in seen or seen.add(token))
+        raise SamplerInputError(f"{path}: the token {twice!r} is listed twice")
+    return lines
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A checked sampler: its session, metadata, folder, vocabulary and the manifest (or None)."""
+
+    session: object
+    info: dict
+    directory: str
+    tokens: list
+    manifest: tuple | None
+
+
+def load_sampler(model_path):
+    """Loads and checks sampler.onnx, its metadata, vocabulary and manifest (see the module docstring)."""
+    path = os.path.realpath(model_path)
+    directory = os.path.dirname(path)
+    regular_file_status(model_path)
+    manifest = read_manifest(directory)
+    session = open_session(path, 1, manifest)
+    info = read_metadata(session, model_path)
+    if info["role"] != "sampler":
+        raise SamplerInputError(f"{model_path}: this is the {info['role']} model; pass {info['sampler']}")
+    check_signature(session, SAMPLER_SIGNATURE, info, model_path)
+    vocabulary = side_file_path(directory, info["vocabulary"])
+    tokens = read_vocabulary(vocabulary, info["vocabulary_size"], manifest)
+    return LoadedModel(session, info, directory, tokens, manifest)
+
+
+def load_scorer(model, threads):
+    """The scorer named in a loaded sampler's metadata, checked the same way; its metadata must agree."""
+    path = side_file_path(model.directory, model.info["scorer"])
+    session = open_session(path, threads, model.manifest)
+    info = read_metadata(session, path)
+    expected = dict(model.info, role="scorer")
+    if info != expected:
+        differing = sorted(key for key in expected if info.get(key) != expected[key])
+        raise SamplerInputError(f"{path}: its metadata differs from the sampler's ({', '.join(differing)})")
+    check_signature(session, SCORER_SIGNATURE, info, path)
+    return session
+
+
+def run(session, outputs, feed, path):
+    """session.run, with onnxruntime's errors as one-line SamplerInputErrors naming the model."""
+    try:
+        return session.run(outputs, feed)
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise SamplerInputError(f"{path}: onnxruntime failed to run it ({first_line(error)})") from None
