@@ -120,16 +120,22 @@ def resume_copy(source, destination, log=None, **overrides):
     return trainer, RolloutSpy(trainer)
 
 
-def test_resumes_at_any_point_give_the_betas_of_an_uninterrupted_run(uninterrupted, tmp_path):
-    _, expected, _ = uninterrupted
-    # Pre-training only, then the adversarial iterations one resume at a time.
-    make_trainer(tmp_path / "pretrained", rollout_update_rate=RATE, **dict(SCHEDULE, adversarial_iterations=0)).run()
-    first, first_spy = resume_copy(
-        tmp_path / "pretrained", tmp_path / "one", **dict(SCHEDULE, adversarial_iterations=1)
-    )
+@pytest.fixture(scope="module")
+def resumed_chain(tmp_path_factory):
+    """The same run as `uninterrupted`, made by pre-training alone and then two
+    resumes of one adversarial iteration each; the folders and both spies."""
+    root = tmp_path_factory.mktemp("chain")
+    make_trainer(root / "pretrained", rollout_update_rate=RATE, **dict(SCHEDULE, adversarial_iterations=0)).run()
+    first, first_spy = resume_copy(root / "pretrained", root / "one", **dict(SCHEDULE, adversarial_iterations=1))
     first.run()
-    second, second_spy = resume_copy(tmp_path / "one", tmp_path / "two", **SCHEDULE)
+    second, second_spy = resume_copy(root / "one", root / "two", **SCHEDULE)
     second.run()
+    return root, first_spy, second_spy
+
+
+def test_resumes_at_any_point_give_the_betas_of_an_uninterrupted_run(uninterrupted, resumed_chain):
+    _, expected, _ = uninterrupted
+    _, first_spy, second_spy = resumed_chain
     seen = first_spy.at_rewards + second_spy.at_rewards
     assert len(seen) == len(expected.at_rewards) == 4
     for (beta, theta), (expected_beta, expected_theta) in zip(seen, expected.at_rewards):
@@ -139,11 +145,11 @@ def test_resumes_at_any_point_give_the_betas_of_an_uninterrupted_run(uninterrupt
     assert differ(*second_spy.at_rewards[0])
 
 
-def test_a_checkpoint_of_the_old_layout_taken_mid_adversarial_keeps_its_beta(uninterrupted, tmp_path):
+def test_a_checkpoint_of_the_old_layout_taken_mid_adversarial_keeps_its_beta(uninterrupted, resumed_chain, tmp_path):
     """Checkpoints written before the fix have no `rollout_started`: one taken
     mid-adversarial keeps its (old-behaviour) beta, and the run says so."""
     _, expected, _ = uninterrupted
-    make_trainer(tmp_path / "one", rollout_update_rate=RATE, **dict(SCHEDULE, adversarial_iterations=1)).run()
+    shutil.copytree(resumed_chain[0] / "one", tmp_path / "one")
     old = make_trainer(tmp_path / "one", resume=True, rollout_update_rate=RATE, **SCHEDULE)
     old.restore_or_start()
     old.rollout_started.assign(False)  # as a checkpoint of the old layout restores it
