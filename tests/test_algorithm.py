@@ -17,11 +17,12 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import dominate, log_softmax, softmax, tiny_configs
 from test_oracle import numpy_oracle_logits
 
-from tfseqgan import oracle
-from tfseqgan.trainer import SeqGANTrainer
+from tfseqgan import checkpoints, oracle
+from tfseqgan.trainer import ROLLOUT_STARTED_KEY, SeqGANTrainer, TrainingInterrupted
 
 RATE = 0.8  # the paper's --rollout_update_rate
 
@@ -145,20 +146,91 @@ def test_resumes_at_any_point_give_the_betas_of_an_uninterrupted_run(uninterrupt
     assert differ(*second_spy.at_rewards[0])
 
 
+def rewrite_in_old_layout(run_dir):
+    """Re-writes the run's newest checkpoint as versions before 2026-12-03
+    wrote it: the same objects without `rollout_started`. Returns its prefix."""
+    trainer = make_trainer(run_dir, resume=True, rollout_update_rate=RATE, **SCHEDULE)
+    trainer.restore_or_start()
+    older = tf.train.Checkpoint(**{k: v for k, v in trainer.checkpointed.items() if k != "rollout_started"})
+    older.save_counter.assign(trainer.checkpoint.save_counter)
+    shutil.rmtree(run_dir / "checkpoints")
+    prefix = tf.train.CheckpointManager(older, str(run_dir / "checkpoints"), max_to_keep=1).save()
+    assert not tf.train.load_checkpoint(prefix).has_tensor(ROLLOUT_STARTED_KEY)
+    return prefix
+
+
+def test_a_checkpoint_of_the_old_layout_taken_before_the_adversarial_phase_starts_beta_from_theta(
+    uninterrupted, resumed_chain, tmp_path
+):
+    _, expected, _ = uninterrupted
+    shutil.copytree(resumed_chain[0] / "pretrained", tmp_path / "pretrained")
+    old = rewrite_in_old_layout(tmp_path / "pretrained")
+    lines = []
+    trainer, spy = resume_copy(tmp_path / "pretrained", tmp_path / "resumed", log=lines.append, **SCHEDULE)
+    trainer.run()
+    assert len(spy.at_rewards) == len(expected.at_rewards)
+    for (beta, theta), (expected_beta, expected_theta) in zip(spy.at_rewards, expected.at_rewards):
+        assert_weights_equal(theta, expected_theta)
+        assert_weights_equal(beta, expected_beta)
+    assert not [line for line in lines if "rollout policy is kept" in line]
+    # later checkpoints continue the old one's numbering
+    assert checkpoints.number(trainer.checkpoint_manager.latest_checkpoint) > checkpoints.number(old)
+
+
 def test_a_checkpoint_of_the_old_layout_taken_mid_adversarial_keeps_its_beta(uninterrupted, resumed_chain, tmp_path):
-    """Checkpoints written before the fix have no `rollout_started`: one taken
-    mid-adversarial keeps its (old-behaviour) beta, and the run says so."""
+    """Its beta started from the untrained generator; the run keeps it and says so."""
     _, expected, _ = uninterrupted
     shutil.copytree(resumed_chain[0] / "one", tmp_path / "one")
-    old = make_trainer(tmp_path / "one", resume=True, rollout_update_rate=RATE, **SCHEDULE)
-    old.restore_or_start()
-    old.rollout_started.assign(False)  # as a checkpoint of the old layout restores it
-    old._save()
+    rewrite_in_old_layout(tmp_path / "one")
     lines = []
     trainer, spy = resume_copy(tmp_path / "one", tmp_path / "resumed", log=lines.append, **SCHEDULE)
     trainer.run()
     assert_weights_equal(spy.at_rewards[0][0], expected.at_rewards[2][0])
     assert [line for line in lines if "rollout policy is kept" in line]
+
+
+def test_a_stop_during_the_first_iteration_does_not_copy_beta_again(resumed_chain, tmp_path):
+    """A signal mid-iteration checkpoints after the generator step in progress;
+    the resume repeats the iteration from there, with the beta it had."""
+    shutil.copytree(resumed_chain[0] / "pretrained", tmp_path / "run")
+    trainer = make_trainer(tmp_path / "run", resume=True, rollout_update_rate=RATE, **SCHEDULE)
+    spy = RolloutSpy(trainer)
+    update = trainer.update_rollout
+
+    def stop_after_the_first_update():
+        update()
+        trainer.request_stop()
+
+    trainer.update_rollout = stop_after_the_first_update
+    with pytest.raises(TrainingInterrupted):
+        trainer.run()
+    assert int(trainer.adversarial_iteration) == 0 and len(spy.updates) == 1
+    resumed = make_trainer(tmp_path / "run", resume=True, rollout_update_rate=RATE, **SCHEDULE)
+    resumed_spy = RolloutSpy(resumed)
+    resumed.run()
+    beta, theta = resumed_spy.at_rewards[0]
+    assert_weights_equal(beta, spy.updates[0][2])
+    assert differ(beta, theta)  # a second beta <- theta would make them equal
+
+
+def perturbed(model, seed):
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        weight.assign(weight + rng.normal(0.0, 0.5, weight.shape).astype(np.float32))
+
+
+def test_rollout_rewards_come_from_the_rollout_policy_not_the_generator(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.make_data()
+    tokens = trainer.sample(16, seed=[1, 2])
+    seed, reals = tf.constant([3, 4], tf.int64), trainer.real_batch()
+    before = trainer.rewards(tokens, seed, reals).numpy()
+    perturbed(trainer.generator, 0)  # theta moves: the same rewards
+    np.testing.assert_array_equal(trainer.rewards(tokens, seed, reals).numpy(), before)
+    perturbed(trainer.rollout_policy, 1)  # beta moves: other completions, other prefix rewards
+    after = trainer.rewards(tokens, seed, reals).numpy()
+    assert not np.allclose(after[:, :-1], before[:, :-1])
+    np.testing.assert_array_equal(after[:, -1], before[:, -1])  # the last token's: D of the whole sequence
 
 
 # ------------------------------------------------------------ discriminator round
@@ -171,8 +243,6 @@ def distinct_real_rows(count, length, vocabulary=10):
 @pytest.mark.parametrize("d_loss", ["standard", "relativistic"])
 @pytest.mark.parametrize("num_negatives", [32, 128])
 def test_discriminator_round_labels_real_rows_real_and_generated_rows_fake(d_loss, num_negatives, tmp_path):
-    import tensorflow as tf
-
     trainer = make_trainer(tmp_path, d_loss=d_loss)
     trainer.make_data()
     real = distinct_real_rows(128, trainer.model_config.sequence_length)
@@ -298,6 +368,7 @@ def test_evaluation_figures_equal_a_numpy_computation(tmp_path):
     count = t.num_discriminator_eval_samples
     judged_real = numpy_real_probability(trainer.discriminator, test_data[:count]) > 0.5
     judged_fake = numpy_real_probability(trainer.discriminator, samples[:count]) <= 0.5
-    assert 0.0 < judged_real.mean() < 1.0 or 0.0 < judged_fake.mean() < 1.0  # the comparison has power
+    # the comparison has power: swapping the real and generated rows would change both figures
+    assert abs(judged_real.mean() - (1.0 - judged_fake.mean())) > 2.0 / count
     assert record["d_accuracy_real"] == pytest.approx(judged_real.mean(), abs=1.01 / count)
     assert record["d_accuracy_fake"] == pytest.approx(judged_fake.mean(), abs=1.01 / count)

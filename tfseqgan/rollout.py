@@ -26,14 +26,14 @@ def clone_generator(generator, name="rollout_policy"):
 def copy_weights(rollout, generator):
     """beta <- theta exactly, per weight (the rollout policy starts from the
     generator it follows)."""
-    for beta, theta in zip(rollout.weights, generator.weights):
+    for beta, theta in zip(rollout.weights, generator.weights, strict=True):
         beta.assign(tf.cast(theta, beta.dtype))
 
 
 def update_rollout_weights(rollout, generator, update_rate):
     """beta <- update_rate * beta + (1 - update_rate) * theta, per weight."""
     update_rate = tf.cast(update_rate, tf.float32)
-    for beta, theta in zip(rollout.weights, generator.weights):
+    for beta, theta in zip(rollout.weights, generator.weights, strict=True):
         beta.assign(update_rate * beta + (1.0 - update_rate) * tf.cast(theta, beta.dtype))
 
 

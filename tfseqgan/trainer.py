@@ -74,6 +74,9 @@ def reward_dtype(reward_precision, mixed_precision, strategy):
     return tf.as_dtype(reward_precision)
 
 
+ROLLOUT_STARTED_KEY = "rollout_started/.ATTRIBUTES/VARIABLE_VALUE"  # absent from checkpoints before 2026-12-03
+
+
 def _finite(value):
     return bool(np.isfinite(value))
 
@@ -220,7 +223,8 @@ class SeqGANTrainer:
         length = self.model_config.sequence_length
         self.reward_baseline = tf.Variable(tf.zeros([length]), trainable=False, name="reward_baseline")
         self.baseline_batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="baseline_batches")
-        self.checkpoint = tf.train.Checkpoint(
+        # What a checkpoint holds, by name (a name is the checkpoint's key).
+        self.checkpointed = dict(
             generator=self.generator,
             rollout_policy=self.rollout_policy,
             discriminator=self.discriminator,
@@ -243,6 +247,7 @@ class SeqGANTrainer:
                 if scale is not None
             },
         )
+        self.checkpoint = tf.train.Checkpoint(**self.checkpointed)
         self.checkpoint_manager = checkpoints.open_manager(
             self.checkpoint, os.path.join(run_config.run_dir, "checkpoints"), run_config.checkpoints_to_keep, self.log
         )
@@ -946,7 +951,7 @@ class SeqGANTrainer:
                 self.log(f"warning: checkpoint {prefix} is damaged: {error}; trying the previous one")
                 broken.append((prefix, error))
                 continue
-            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            self._restore(prefix)
             break
         else:
             if broken:
@@ -968,6 +973,18 @@ class SeqGANTrainer:
             f"adversarial iteration {int(self.adversarial_iteration)}"
         )
         return prefix
+
+    def _restore(self, prefix):
+        """Restores checkpoint `prefix`; every object of the run must be in it,
+        except `rollout_started`, which versions before 2026-12-03 did not
+        write (it then stays False: see start_rollout_policy)."""
+        if tf.train.load_checkpoint(prefix).has_tensor(ROLLOUT_STARTED_KEY):
+            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            return
+        older = tf.train.Checkpoint(**{k: v for k, v in self.checkpointed.items() if k != "rollout_started"})
+        older.restore(prefix).assert_existing_objects_matched()
+        self.checkpoint.save_counter.assign(older.save_counter)  # later saves continue its numbering
+        self.rollout_started.assign(False)
 
     def _set_aside(self, broken, restored):
         """Moves broken checkpoints out of the way (`*.corrupt`), makes the
