@@ -90,6 +90,18 @@ def row_changed(column=-1):
     )
 
 
+def letter_at_a_line_end(function):
+    """Row 0 keeps its heads (positions 0, 2, 4, 6) but gets a letter at position 1, where a
+    quatrain of 2-token lines allows punctuation only."""
+
+    def with_letter(ids):
+        ids = np.array(ids)
+        ids[0, 1] = 4
+        return ids
+
+    return lambda *args, **kwargs: changed(function(*args, **kwargs), "ids", with_letter)
+
+
 def first_text_changed(function):
     return lambda *args, **kwargs: changed(function(*args, **kwargs), "text", lambda t: np.concatenate([[b"?"], t[1:]]))
 
@@ -113,6 +125,8 @@ BROKEN = {
     "ONNX first tokens": (onnx_case("first_tokens", most_likely_first_tokens), "first tokens are off"),
     "SavedModel acrostic": (saved_case("acrostic", row_changed(column=0)), "SavedModel acrostic lost its heads"),
     "ONNX acrostic": (onnx_case("acrostic", row_changed(column=0)), "ONNX acrostic lost its heads"),
+    "SavedModel acrostic form": (saved_case("acrostic", letter_at_a_line_end), "SavedModel acrostic lost .* its form"),
+    "ONNX acrostic form": (onnx_case("acrostic", letter_at_a_line_end), "ONNX acrostic lost .* its form"),
 }
 
 
@@ -184,3 +198,30 @@ def test_saved_model_temperature_scales_the_logits(exported):
         )["ids"].numpy()[:, 0]
         assert verify.first_token_check(first, expected)[2], temperature
         assert not verify.first_token_check(first, at_one)[2], temperature
+
+
+def test_saved_model_complete_draws_the_next_token_from_the_models_conditional(exported):
+    """After a given first token, the SavedModel's next token follows
+    softmax(logits / T) of the generator's second step, computed here from
+    `Generator.step` (not by the sampler the signature runs)."""
+    generator, saved = exported["generator"], exported["saved"]
+    first = 4
+    _, state = generator.step(tf.constant([generator.start_token]), generator.initial_state(1))
+    logits, _ = generator.step(tf.constant([first]), state)
+
+    def probabilities(temperature):
+        return tf.nn.softmax(tf.cast(logits[0], tf.float64) / temperature).numpy()
+
+    num_samples = 20_000
+    for temperature in (0.5, 2.0):
+        expected, at_one = probabilities(temperature), probabilities(1.0)
+        assert 0.5 * np.abs(expected - at_one).sum() > 2 * verify.first_token_bound(expected, num_samples)
+        second = saved.signatures["complete"](
+            prefix=tf.fill([num_samples, 1], first),
+            prefix_length=tf.ones([num_samples], tf.int32),
+            temperature=tf.constant(temperature),
+            seed=tf.constant(11, tf.int64),
+        )["ids"].numpy()
+        assert np.all(second[:, 0] == first)
+        assert verify.first_token_check(second[:, 1], expected)[2], temperature
+        assert not verify.first_token_check(second[:, 1], at_one)[2], temperature
