@@ -205,12 +205,17 @@ def test_a_stop_during_the_first_iteration_does_not_copy_beta_again(resumed_chai
     with pytest.raises(TrainingInterrupted):
         trainer.run()
     assert int(trainer.adversarial_iteration) == 0 and len(spy.updates) == 1
-    resumed = make_trainer(tmp_path / "run", resume=True, rollout_update_rate=RATE, **SCHEDULE)
-    resumed_spy = RolloutSpy(resumed)
-    resumed.run()
-    beta, theta = resumed_spy.at_rewards[0]
-    assert_weights_equal(beta, spy.updates[0][2])
-    assert differ(beta, theta)  # a second beta <- theta would make them equal
+    shutil.copytree(tmp_path / "run", tmp_path / "old_layout")
+    rewrite_in_old_layout(tmp_path / "old_layout")  # as a version before the flag wrote it
+    for run_dir in ("run", "old_layout"):
+        lines = []
+        resumed = make_trainer(tmp_path / run_dir, resume=True, log=lines.append, rollout_update_rate=RATE, **SCHEDULE)
+        resumed_spy = RolloutSpy(resumed)
+        resumed.run()
+        beta, theta = resumed_spy.at_rewards[0]
+        assert_weights_equal(beta, spy.updates[0][2])
+        assert differ(beta, theta)  # a second beta <- theta would make them equal
+        assert bool([line for line in lines if "rollout policy is kept" in line]) == (run_dir == "old_layout")
 
 
 def perturbed(model, seed):

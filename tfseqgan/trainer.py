@@ -75,6 +75,11 @@ def reward_dtype(reward_precision, mixed_precision, strategy):
 
 
 ROLLOUT_STARTED_KEY = "rollout_started/.ATTRIBUTES/VARIABLE_VALUE"  # absent from checkpoints before 2026-12-03
+# Counters that are non-zero once the adversarial phase has taken a step.
+ADVERSARIAL_PROGRESS_KEYS = (
+    "adversarial_iteration/.ATTRIBUTES/VARIABLE_VALUE",
+    "pg_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE",
+)
 
 
 def _finite(value):
@@ -868,20 +873,11 @@ class SeqGANTrainer:
     def start_rollout_policy(self):
         """beta <- theta once, when the adversarial phase begins: the rollout
         policy G_beta starts from the pre-trained generator, before the first
-        generator step of iteration 1. The flag is checkpointed, so a resume
-        anywhere gives the beta of an uninterrupted run. A checkpoint written
-        mid-adversarial by a version without the flag (whose beta started from
-        the untrained generator) keeps its beta."""
-        if bool(self.rollout_started):
-            return
-        if int(self.adversarial_iteration) == 0 and int(self.pg_optimizer.iterations) == 0:
+        generator step of iteration 1. The flag is checkpointed, so no resume
+        copies it again (see `_restore` for checkpoints written before it)."""
+        if not bool(self.rollout_started):
             self.copy_to_rollout()
-        else:
-            self.log(
-                "warning: this checkpoint was written mid-adversarial by a version whose rollout policy started from "
-                "the untrained generator; its rollout policy is kept as it is"
-            )
-        self.rollout_started.assign(True)
+            self.rollout_started.assign(True)
 
     def train_adversarial(self):
         t = self.train_config
@@ -984,7 +980,18 @@ class SeqGANTrainer:
         older = tf.train.Checkpoint(**{k: v for k, v in self.checkpointed.items() if k != "rollout_started"})
         older.restore(prefix).assert_existing_objects_matched()
         self.checkpoint.save_counter.assign(older.save_counter)  # later saves continue its numbering
-        self.rollout_started.assign(False)
+        reader = tf.train.load_checkpoint(prefix)
+        steps = [int(reader.get_tensor(key)) for key in ADVERSARIAL_PROGRESS_KEYS if reader.has_tensor(key)]
+        mid_adversarial = any(steps)
+        # Taken before the adversarial phase: beta <- theta when it begins, as
+        # now. Taken during it: that beta started from the untrained generator,
+        # and it is kept (the run continues as it began).
+        self.rollout_started.assign(mid_adversarial)
+        if mid_adversarial:
+            self.log(
+                f"warning: {prefix} was written mid-adversarial by a version whose rollout policy started from "
+                "the untrained generator; its rollout policy is kept as it is"
+            )
 
     def _set_aside(self, broken, restored):
         """Moves broken checkpoints out of the way (`*.corrupt`), makes the
