@@ -44,6 +44,8 @@ def test_mirrored_over_two_cpus_matches_one_device_and_checkpoints_cross_strateg
         assert check[step] < 1e-5, (step, check[step])
     # Each replica sampled its half of the batch with the whole batch's random numbers.
     assert check["samples_mirrored"] == check["samples_single"]
+    # The rollout policy starts as an exact copy of the generator on every replica.
+    assert check["rollout_copy_single"] == check["rollout_copy_mirrored"] == 0.0
     losses = check["losses"]
     for name in ("mle", "d", "d_accuracy", "pg", "mean_reward"):
         assert losses[f"{name}_mirrored"] == pytest.approx(losses[f"{name}_single"], abs=1e-5), name

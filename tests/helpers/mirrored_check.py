@@ -68,6 +68,15 @@ def main(run_dir):
         losses[f"d_{name}"], losses[f"d_accuracy_{name}"] = float(loss), float(accuracy)
     result["discriminator_step"] = max_difference(single, multi)
 
+    for name, t in (("single", single), ("mirrored", multi)):  # beta <- theta on every replica
+        t.start_rollout_policy()
+        result[f"rollout_copy_{name}"] = max(
+            float(np.max(np.abs(np.asarray(b) - np.asarray(g))))
+            for beta, theta in zip(t.rollout_policy.weights, t.generator.weights)
+            for b, g in zip(
+                t.strategy.experimental_local_results(beta.value), t.strategy.experimental_local_results(theta.value)
+            )
+        )
     for name, t in (("single", single), ("mirrored", multi)):
         samples = t.generate_per_replica(tf.constant(batch, tf.int32), tf.constant([5, 6], tf.int64))
         rewards = t.rewards(samples, tf.constant([7, 8], tf.int64), t.real_batch())
