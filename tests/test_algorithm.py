@@ -291,7 +291,7 @@ def sigmoid(x):
 
 def numpy_generator_log_probs(generator, tokens):
     """log G(tokens[:, t] | tokens[:, :t]) (rows, time) from the weights, float64: Keras'
-    LSTMCell gates in the order (input, forget, candidate, output)."""
+    LSTMCell gates in the order (input, forget, candidate, output); banned ids get no mass."""
     weight = {name: value.numpy().astype(np.float64) for name, value in _generator_weights(generator).items()}
     hidden = weight["recurrent"].shape[0]
     rows, time = tokens.shape
@@ -304,6 +304,7 @@ def numpy_generator_log_probs(generator, tokens):
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h = sigmoid(o) * np.tanh(c)
         logits = h @ weight["output_kernel"] + weight["output_bias"]
+        logits[:, list(generator.banned_tokens)] = -1e9  # never drawn: out of the normaliser too
         log_probs[:, t] = log_softmax(logits)[np.arange(rows), tokens[:, t]]
         inputs = tokens[:, t]
     return log_probs

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 from conftest import tiny_configs
+from test_algorithm import numpy_generator_log_probs
 from test_main import PARALLEL_PROCESSES, RUN_TIMEOUT_S, TINY_FLAGS, message_lines, run_main, start_main
 
 from tfseqgan import bleu, text
@@ -48,6 +49,20 @@ def test_generator_learns_to_end_its_sequences(text_run):
     # Whatever was sampled, nothing but padding follows an end token.
     np.testing.assert_array_equal(samples, text.pad_after_end(samples).numpy())
     assert not np.isin(samples[:, 0], [text.PAD_ID, text.START_ID]).any()
+
+
+def test_text_nll_test_counts_the_positions_up_to_the_end_token(text_run):
+    """NLL-test of a text run against NumPy: the mean over each row's tokens up
+    to and including its end token, the padding after it left out."""
+    trainer, _, _, history = text_run
+    tokens = trainer.test_data.numpy()
+    has_end = (tokens == text.END_ID).any(axis=1)
+    assert has_end.all()
+    ends = np.argmax(tokens == text.END_ID, axis=1)
+    mask = np.arange(tokens.shape[1])[np.newaxis] <= ends[:, np.newaxis]
+    assert not mask.all()  # there is padding to leave out
+    log_probs = numpy_generator_log_probs(trainer.generator, tokens)
+    assert history[-1]["nll_test"] == pytest.approx(-(log_probs * mask).sum() / mask.sum(), rel=1e-5)
 
 
 def test_text_evaluation_records_bleu_and_writes_decoded_samples(text_run):
