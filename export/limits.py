@@ -15,6 +15,7 @@ MAX_VOCABULARY_SIZE = 1_000_000
 MAX_SEQUENCE_LENGTH = 10_000
 MAX_LAYER_SIZE = 65_536  # embedding_dim, hidden_dim
 MAX_PARAMETERS = 1 << 28  # 1 GiB of float32 weights
+MAX_TIME_BY_VOCABULARY = 1 << 26  # sequence_length x vocabulary_size: a (time, vocab) float32 bias is 256 MiB
 MAX_SEED_VALUE = 2**31 - 1  # the generator's initializer seed
 
 # Files of a model folder, capped before they are read.

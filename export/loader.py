@@ -68,6 +68,11 @@ class SamplerInputError(ValueError):
     """A bad argument or model file; the message is one line."""
 
 
+def quiet_onnxruntime():
+    """onnxruntime's own log lines off stderr (the CLIs print one `error:` line instead)."""
+    onnxruntime.set_default_logger_severity(4)
+
+
 def first_line(error):
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:300]
@@ -231,7 +236,7 @@ def open_session(path, threads, manifest):
     # taking the core the NumPy part of the loop needs (measured 1.6x
     # slower on a busy 2-core host).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as exceptions, not log lines
     try:
         return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types

@@ -412,9 +412,23 @@ def parse_args(argv):
     return args
 
 
+def _tolerant_streams():
+    """Characters the terminal's encoding lacks are printed as escapes (\\u6625) instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv=None):
-    """The CLI: every failure is one `error:` line on stderr and exit status 2."""
+    """The CLI: every failure is one `error:` line on stderr and exit status 2.
+
+    A reader that closes the output early (`| head -1`) ends it quietly with
+    exit status 1, as Python's own convention for a broken pipe.
+    """
+    _tolerant_streams()
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    loader.quiet_onnxruntime()
     try:
         model = OnnxSampler(args.model, threads=args.threads)
         if args.acrostic:
@@ -434,8 +448,20 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 2
-    for line in result["text"]:
-        print(escape_controls(line))
+    except Exception as error:  # a bug or a case no check foresaw: still one line, never a traceback
+        reason = escape_controls(loader.first_line(error))
+        print(f"error: {args.model}: unexpected {type(error).__name__}: {reason}", file=sys.stderr)
+        return 2
+    try:
+        for line in result["text"]:
+            print(escape_controls(line))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     return 0
 
 

@@ -18,7 +18,8 @@ import tensorflow as tf
 from export_runs import POEM_TOKENS, make_run, model_folder, step_metadata
 
 from export import loader, onnx_sample, pipeline, schema
-from export.limits import MAX_SAMPLES, MAX_THREADS
+from export.acrostic import acrostic_bias
+from export.limits import MAX_SAMPLES, MAX_THREADS, MAX_TIME_BY_VOCABULARY
 from export.onnx_sample import OnnxSampler, SamplerInputError
 from export.restore import ExportError, load_run
 from tfseqgan import text
@@ -29,7 +30,9 @@ SECRET = "secret line outside the model folder"
 @pytest.fixture
 def folder(tmp_path):
     """A model folder (sampler.onnx emitting id 4, vocab.txt) and a secret file beside it."""
-    (tmp_path / "secret.txt").write_text("\n".join([SECRET] * len(POEM_TOKENS)) + "\n", encoding="utf-8")
+    # A valid vocabulary (distinct lines, one per id): a followed link would load it, so refusals are real.
+    secret_tokens = [f"{SECRET} {index}" for index in range(len(POEM_TOKENS))]
+    (tmp_path / "secret.txt").write_text("\n".join(secret_tokens) + "\n", encoding="utf-8")
     model_folder(tmp_path / "model")
     return tmp_path / "model"
 
@@ -466,6 +469,8 @@ def test_no_intact_checkpoint_is_one_line(tmp_path):
         ({"layers": 3}, 'unknown key(s) "layers"'),
         ({"end_token": 99}, "end_token must be an integer in [0, 15], got 99"),
         ({"tokenizer": "bpe"}, "tokenizer must be one of char, word, ids"),
+        ({"vocabulary_size": 4}, "vocabulary_size must be at least 5 with an end token"),
+        ({"vocabulary_size": 1_000_000, "sequence_length": 100}, "sequence_length x vocabulary_size = 100,000,000"),
     ],
 )
 def test_model_json_out_of_range_is_refused_before_any_allocation(tmp_path, change, expected):
@@ -487,7 +492,7 @@ def test_model_json_that_is_too_large_or_too_deep_is_refused(tmp_path, monkeypat
     with pytest.raises(ExportError, match="not JSON"):
         load_run(str(run_dir))
     monkeypatch.setattr("export.restore.MAX_DESCRIPTION_BYTES", 1000)
-    with pytest.raises(ExportError, match="200,000 bytes, more than the 1,000 allowed"):
+    with pytest.raises(ExportError, match="200,000 bytes, more than the 1,000 bytes allowed"):
         load_run(str(run_dir))
 
 
@@ -538,3 +543,102 @@ def test_the_scorer_is_loaded_through_the_same_checks(folder):
     assert "graph inputs are bias, c, greedy, h, temperature, token, uniforms; expected ids" in one_line_error(
         lambda: model.score(ids)
     )
+
+
+def test_a_model_json_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    run_dir = tmp_path / "run"
+    make_run(run_dir, "ids")
+    os.remove(run_dir / "model.json")
+    os.mkfifo(run_dir / "model.json")  # opening it for reading would block without a writer
+    with pytest.raises(ExportError, match=r"model.json: a FIFO, not a regular file$"):
+        load_run(str(run_dir))
+
+
+# ----------------------------------------------- metadata the code cannot take
+@pytest.mark.parametrize("vocabulary_size", [2, 3, 4])
+def test_a_text_vocabulary_without_room_for_its_reserved_ids_is_refused(folder, vocabulary_size, capsys):
+    tokens = POEM_TOKENS[:vocabulary_size]
+    info = step_metadata(vocabulary_size=vocabulary_size, start_token=1, end_token=1, banned_tokens=[0])
+    model_folder(folder, info, emitted=1, tokens=tokens)
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    expected = "vocabulary_size must be at least 5 with an end token (the reserved ids 0-3 and a token)"
+    assert f"{expected}, got {vocabulary_size}" in message
+    status, out, err = run_cli(capsys, folder / "sampler.onnx", "--acrostic", "春夏秋冬")
+    assert status == 2 and out == "" and len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_the_acrostic_bias_bans_only_ids_the_vocabulary_has():
+    bias = acrostic_bias(["<pad>", "<s>", "</s>"], 4, 2)  # no <unk> (id 3) in this vocabulary
+    assert bias.shape == (4, 3) and (bias[:, 2] < -1e8).all() and (bias[:, :2] == 0).all()
+
+
+def test_time_by_vocabulary_is_capped_in_the_metadata(folder):
+    info = step_metadata(vocabulary_size=1_000_000, sequence_length=100, hidden_dim=1)
+    message = schema_error(lambda: schema.check_onnx_metadata(info, "m"))
+    assert (
+        message
+        == f"m: sequence_length x vocabulary_size = 100,000,000, more than the {MAX_TIME_BY_VOCABULARY:,} allowed"
+    )
+    assert schema.check_onnx_metadata(step_metadata(vocabulary_size=2**16, sequence_length=2**10, hidden_dim=1), "m")
+
+
+def schema_error(function):
+    with pytest.raises(schema.SchemaError) as error:
+        function()
+    return str(error.value)
+
+
+def test_an_unexpected_error_in_the_cli_is_one_line(folder, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise IndexError("index 3 is out of bounds for axis 1 with size 3\nsecond line")
+
+    monkeypatch.setattr(onnx_sample, "OnnxSampler", broken)
+    status, out, err = run_cli(capsys, folder / "sampler.onnx", "--num", "1")
+    assert (status, out) == (2, "")
+    assert err == [
+        f"error: {folder / 'sampler.onnx'}: unexpected IndexError: index 3 is out of bounds for axis 1 with size 3"
+    ]
+
+
+def test_an_unexpected_error_in_python_m_export_is_one_line(tmp_path, capsys, monkeypatch):
+    from absl import flags
+
+    from export import __main__ as export_main
+
+    def broken(*args, **kwargs):
+        raise KeyError("generator")
+
+    monkeypatch.setattr(pipeline, "export_run", broken)
+    flags.FLAGS(["export", f"--run_dir={tmp_path}"])
+    try:
+        assert export_main._export(["export"]) == 1
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: unexpected KeyError while exporting {tmp_path}: 'generator'"
+    ]
+
+
+def run_module(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, env=dict(os.environ, **(env or {})), timeout=120
+    )
+
+
+def test_python_m_export_flag_errors_are_one_line():
+    result = run_module("export", "--run_dir=x", "--opset=3")
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode().splitlines() == ["error: flag --opset=3: 3 is not integer >= 17"]
+
+
+def test_a_reader_that_closes_early_ends_the_cli_quietly(folder):
+    command = f"{sys.executable} -m export.onnx_sample {folder / 'sampler.onnx'} --num 100000 | head -1"
+    result = subprocess.run(command, shell=True, capture_output=True, timeout=120)
+    assert result.stdout.decode("utf-8") == "春春春春春春春春\n" and result.stderr == b""
+
+
+def test_tokens_the_terminal_cannot_encode_are_printed_escaped(folder):
+    result = run_module(
+        "export.onnx_sample", str(folder / "sampler.onnx"), "--num", "1", env={"PYTHONIOENCODING": "latin-1"}
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"\\u6625" * 8 + b"\n", b"")
