@@ -32,6 +32,8 @@ def _interrupted(signum, frame):
     back into Python, where TensorFlow turns it into a SystemError traceback.
     """
     pipeline = sys.modules.get("export.pipeline")
+    if pipeline is not None and pipeline.defer_signal(signum):
+        return  # during the commit's renames: raised again once the export is in place
     if pipeline is not None:
         pipeline.remove_temporary_folders()
     print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)

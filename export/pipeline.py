@@ -253,12 +253,27 @@ def _prepare_destination(out_dir):
 
 
 def _replace(tmp_dir, out_dir):
-    """Renames the finished export into place; an older export goes only after that worked."""
+    """Renames the finished export into place; an older export goes only after that worked.
+
+    The older export is checked again once it is set aside: a file added to it
+    since `_check_destination` would be deleted with it, so then it is put back
+    and the export refused.
+    """
     if not os.path.exists(out_dir):
         os.rename(tmp_dir, out_dir)
         return
     old_dir = tmp_dir + ".old"
     os.rename(out_dir, old_dir)
+    try:
+        problem = export_folder_problem(old_dir)
+    except OSError as error:
+        problem = f"it cannot be read ({error.strerror})"
+    if problem:
+        os.rename(old_dir, out_dir)
+        raise ExportError(
+            f"--out={out_dir}: changed during the export and is no longer a tfseqgan export ({problem}); "
+            "nothing was changed: choose another --out or remove it"
+        )
     try:
         os.rename(tmp_dir, out_dir)
     except OSError:
@@ -267,17 +282,55 @@ def _replace(tmp_dir, out_dir):
     shutil.rmtree(old_dir, ignore_errors=True)
 
 
+def commit(tmp_dir, out_dir):
+    """Puts the finished export `tmp_dir` in place of `out_dir`; SIGINT and SIGTERM wait until it is done."""
+    with _signals_deferred():
+        _replace(tmp_dir, out_dir)
+        _in_progress.discard(tmp_dir)
+
+
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Signals that arrived during a commit, to be acted on after it (see _signals_deferred).
+_pending_signals = []
+_committing = threading.Event()
+
+
+def defer_signal(signum):
+    """For a signal handler: True when a commit is in progress, the signal then being recorded and
+    raised again once the commit is done (export/__main__.py's handler returns at once)."""
+    if _committing.is_set():
+        _pending_signals.append(signum)
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block is done (the two renames of a commit are not split)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """SIGINT and SIGTERM wait until the block is done (the two renames of a commit are not split).
+
+    Deferred in Python, not by a signal mask: a process-directed signal goes to
+    any thread that does not block it (TensorFlow's and onnxruntime's threads),
+    and Python then runs the handler in the main thread whatever the mask of
+    the main thread. During the block the handlers record the signal and
+    return (in the main thread they are swapped for a recorder; elsewhere
+    export/__main__.py's handler asks `defer_signal`); after it the first
+    recorded signal is raised again, to the handler in place before.
+    """
+    swapped = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in DEFERRED_SIGNALS:
+            swapped[signum] = signal.signal(signum, lambda signum, frame: _pending_signals.append(signum))
+    _committing.set()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _committing.clear()
+        for signum, handler in swapped.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        pending = list(_pending_signals)
+        _pending_signals.clear()
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def _phase(name, function, *args, **kwargs):
@@ -368,9 +421,7 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
             stream.write("\n")
         _check_destination(out_dir)  # nothing else took the place meanwhile
         faults.arrive("export_commit")
-        with _signals_deferred():
-            _replace(tmp_dir, out_dir)
-            _in_progress.discard(tmp_dir)
+        commit(tmp_dir, out_dir)
     except OSError as error:  # a full disk, an unwritable folder, ...
         shutil.rmtree(tmp_dir, ignore_errors=True)
         _in_progress.discard(tmp_dir)

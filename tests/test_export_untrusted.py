@@ -642,3 +642,76 @@ def test_tokens_the_terminal_cannot_encode_are_printed_escaped(folder):
         "export.onnx_sample", str(folder / "sampler.onnx"), "--num", "1", env={"PYTHONIOENCODING": "latin-1"}
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"\\u6625" * 8 + b"\n", b"")
+
+
+# ------------------------------------------------------------- the commit
+def fake_export(folder, vocabulary):
+    """A folder that export_folder_problem recognises as an export (manifest.json, onnx/vocab.txt)."""
+    (folder / "onnx").mkdir(parents=True, exist_ok=True)
+    (folder / "onnx" / "vocab.txt").write_text(vocabulary, encoding="utf-8")
+    (folder / "manifest.json").write_text(EXPORT_MANIFEST, encoding="utf-8")
+    return folder
+
+
+class Exited(Exception):
+    """os._exit in a test: the status it was called with."""
+
+
+def test_sigterm_during_the_commit_is_acted_on_after_it(tmp_path, monkeypatch, capsys):
+    import signal
+    import threading
+
+    from export import __main__ as export_main
+
+    out = fake_export(tmp_path / "export", "old")
+    tmp_dir = fake_export(tmp_path / pipeline._make_temporary_folder(str(out)), "new")
+    renames, real_rename = [], os.rename
+
+    def rename(source, destination):
+        if not renames:  # the first rename of the commit: the old export is being set aside
+            os.kill(os.getpid(), signal.SIGTERM)
+        renames.append(destination)
+        real_rename(source, destination)
+
+    def exit_(status):
+        raise Exited(status)
+
+    # A thread that does not block SIGTERM, as TensorFlow's: the kernel may hand it the signal.
+    idle = threading.Event()
+    worker = threading.Thread(target=idle.wait, daemon=True)
+    worker.start()
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "_exit", exit_)
+    previous = signal.signal(signal.SIGTERM, export_main._interrupted)
+    try:
+        with pytest.raises(Exited) as exited:
+            pipeline.commit(str(tmp_dir), str(out))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        idle.set()
+    assert exited.value.args == (128 + signal.SIGTERM,)  # the process still ends as SIGTERM asked, after the commit
+    assert len(renames) == 2 and (out / "onnx" / "vocab.txt").read_text(encoding="utf-8") == "new"
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary folder, no .old
+    assert capsys.readouterr().err == "error: interrupted by SIGTERM; no temporary folder left\n"
+    assert not pipeline._pending_signals and not pipeline._committing.is_set()
+
+
+def test_a_file_added_to_out_during_the_export_is_not_deleted(tmp_path, monkeypatch):
+    out = fake_export(tmp_path / "export", "old")
+    tmp_dir = fake_export(tmp_path / pipeline._make_temporary_folder(str(out)), "new")
+    real_rename = os.rename
+
+    def rename(source, destination):
+        if source == str(out) and not (out / "notes.txt").exists():
+            (out / "notes.txt").write_text("written while the export ran", encoding="utf-8")
+        real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(ExportError) as error:
+        pipeline.commit(str(tmp_dir), str(out))
+    message = str(error.value)
+    assert message.startswith(f"--out={out}: changed during the export and is no longer a tfseqgan export (")
+    assert "notes.txt" in message and "\n" not in message
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "written while the export ran"
+    assert (out / "onnx" / "vocab.txt").read_text(encoding="utf-8") == "old"
+    assert sorted(os.listdir(tmp_path)) == sorted(["export", tmp_dir.name])  # export_run's cleanup removes tmp
