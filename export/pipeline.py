@@ -24,6 +24,7 @@ removed by the next export to the same `--out`.
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from export.schema import MANIFEST_FILE, MANIFEST_FORMAT
 from tfseqgan import faults
 
 VOCABULARY_FILE = "vocab.txt"
+LOCK_FILE = ".export.lock"  # in a temporary folder, flock-ed by its export while it runs
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
 
@@ -62,7 +64,7 @@ def file_table(directory):
         for name in sorted(files):
             path = os.path.join(root, name)
             relative = os.path.relpath(path, directory).replace(os.sep, "/")
-            if relative != MANIFEST_FILE:
+            if relative not in (MANIFEST_FILE, LOCK_FILE):
                 table[relative] = {"bytes": os.path.getsize(path), "sha256": sha256(path)}
     return dict(sorted(table.items()))
 
@@ -188,8 +190,36 @@ def _is_running(pid):
     return True
 
 
+def _lock_state(path):
+    """ "held" while the export that made the temporary folder `path` runs (it holds an flock on
+    its LOCK_FILE), "free" when that export ended without removing it, "none" without a lock file
+    (exports made before the lock, or in the moment of the commit). Anything odd counts as held."""
+    try:
+        descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "none"
+    except OSError:
+        return "held"
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return "held"
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
+    except OSError:  # BlockingIOError: the export holds it
+        return "held"
+    finally:
+        os.close(descriptor)
+    return "free"
+
+
 def reap_leftovers(out_dir, log=warn):
-    """Removes temporary folders of `out_dir` left by exports that were killed (their PID is gone)."""
+    """Removes temporary folders of `out_dir` left by exports that were killed.
+
+    A temporary folder is left when its lock file can be locked (the flock of
+    its export went with the process: no PID reuse or PID namespace fools
+    it); a folder without a lock file (an `.old` one, an export of before the
+    lock) when its PID is not running. A name whose PID no process can have
+    is not ours: left alone.
+    """
     parent, prefix = os.path.dirname(out_dir), _temporary_prefix(out_dir)
     pattern = re.compile(re.escape(prefix) + r"(\d+)-[0-9a-f]{8}(\.old)?$")
     try:
@@ -199,7 +229,14 @@ def reap_leftovers(out_dir, log=warn):
     for name in sorted(names, key=lambda name: not name.endswith(".old")):  # a previous export first
         match = pattern.match(name)
         path = os.path.join(parent, name)
-        if not match or os.path.islink(path) or not os.path.isdir(path) or _is_running(int(match.group(1))):
+        if not match or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            running = _is_running(int(match.group(1)))
+        except (OverflowError, ValueError):  # os.kill takes a C int
+            continue
+        lock = _lock_state(path)
+        if lock == "held" or (lock == "none" and running):
             continue
         if match.group(2) and not os.path.lexists(out_dir):  # killed between the two renames of _replace
             os.rename(path, out_dir)
@@ -210,19 +247,29 @@ def reap_leftovers(out_dir, log=warn):
 
 
 # The temporary folders of exports in progress in this process, for a signal
-# handler to remove before it ends the process (export/__main__.py).
-_in_progress = set()
+# handler to remove before it ends the process (export/__main__.py), and the
+# descriptors of their locks.
+_in_progress = {}
+
+
+def _forget(path, remove):
+    """Drops `path` from the exports in progress: its lock released, the folder removed if `remove`."""
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+    descriptor = _in_progress.pop(path, None)
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def remove_temporary_folders():
     """Removes the temporary folders of the exports in progress (from a signal handler)."""
     for path in list(_in_progress):
-        shutil.rmtree(path, ignore_errors=True)
-        _in_progress.discard(path)
+        _forget(path, remove=True)
 
 
 def _make_temporary_folder(out_dir):
-    """.OUT.tmp-PID-XXXXXXXX beside out_dir, with the umask's permissions (mkdir applies it)."""
+    """.OUT.tmp-PID-XXXXXXXX beside out_dir, with the umask's permissions (mkdir applies it), and
+    its LOCK_FILE locked (flock) for as long as the export runs."""
     parent = os.path.dirname(out_dir)
     while True:
         path = os.path.join(parent, f"{_temporary_prefix(out_dir)}{os.getpid()}-{secrets.token_hex(4)}")
@@ -230,7 +277,13 @@ def _make_temporary_folder(out_dir):
             os.mkdir(path, 0o777)
         except FileExistsError:
             continue
-        _in_progress.add(path)
+        try:
+            descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        _in_progress[path] = descriptor
         return path
 
 
@@ -283,10 +336,16 @@ def _replace(tmp_dir, out_dir):
 
 
 def commit(tmp_dir, out_dir):
-    """Puts the finished export `tmp_dir` in place of `out_dir`; SIGINT and SIGTERM wait until it is done."""
+    """Puts the finished export `tmp_dir` in place of `out_dir`; SIGINT and SIGTERM wait until it is done.
+
+    The lock file goes first (the export is exactly what its manifest lists);
+    its flock is held until the export is in place.
+    """
     with _signals_deferred():
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(tmp_dir, LOCK_FILE))
         _replace(tmp_dir, out_dir)
-        _in_progress.discard(tmp_dir)
+        _forget(tmp_dir, remove=False)
 
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -423,14 +482,12 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
         faults.arrive("export_commit")
         commit(tmp_dir, out_dir)
     except OSError as error:  # a full disk, an unwritable folder, ...
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _in_progress.discard(tmp_dir)
+        _forget(tmp_dir, remove=True)
         previous = out_dir if os.path.exists(os.path.join(out_dir, MANIFEST_FILE)) else "none"
         reason = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
         raise ExportError(f"could not write the export ({reason}); previous export: {previous} (untouched)") from None
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _in_progress.discard(tmp_dir)
+        _forget(tmp_dir, remove=True)
         raise
     manifest["out_dir"] = out_dir
     return manifest

@@ -715,3 +715,38 @@ def test_a_file_added_to_out_during_the_export_is_not_deleted(tmp_path, monkeypa
     assert (out / "notes.txt").read_text(encoding="utf-8") == "written while the export ran"
     assert (out / "onnx" / "vocab.txt").read_text(encoding="utf-8") == "old"
     assert sorted(os.listdir(tmp_path)) == sorted(["export", tmp_dir.name])  # export_run's cleanup removes tmp
+
+
+def test_a_temporary_folder_named_with_an_impossible_pid_is_left_alone(tmp_path):
+    out = tmp_path / "export"
+    odd = tmp_path / ".export.tmp-99999999999999999999-0123abcd"  # os.kill would raise OverflowError
+    (odd / "onnx").mkdir(parents=True)
+    warnings = []
+    pipeline.reap_leftovers(str(out), warnings.append)
+    assert sorted(os.listdir(tmp_path)) == [odd.name] and warnings == []
+
+
+def test_the_reaper_goes_by_the_exports_lock_not_by_its_pid(tmp_path):
+    import fcntl
+
+    out = tmp_path / "export"
+    # Our own PID (as after PID reuse, or from another PID namespace), but nobody holds the lock: left by a kill.
+    reused = tmp_path / f".export.tmp-{os.getpid()}-0123abcd"
+    reused.mkdir()
+    (reused / pipeline.LOCK_FILE).write_bytes(b"")
+    # A dead PID, but the lock is held: an export is running (in another PID namespace).
+    running = tmp_path / f".export.tmp-{dead_pid()}-4567cdef"
+    running.mkdir()
+    descriptor = os.open(running / pipeline.LOCK_FILE, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    # A temporary folder of an export in progress in this process.
+    mine = pipeline._make_temporary_folder(str(out))
+    warnings = []
+    try:
+        pipeline.reap_leftovers(str(out), warnings.append)
+        assert os.path.isdir(mine)
+    finally:
+        os.close(descriptor)
+        pipeline._forget(mine, remove=True)
+    assert warnings == [f"warning: removed {reused}, left by an export that was killed"]
+    assert not reused.exists() and running.is_dir()
