@@ -9,8 +9,10 @@ A model folder is data from anyone, so nothing in it is followed blindly:
 - a side file (vocabulary, scorer) is named by a plain file name, opened only
   inside the model's folder (a link leading out is refused), only when it is
   a regular file (no FIFO, no device) and no larger than its cap;
-- when the export's `manifest.json` lies beside the folder (`EXPORT/onnx/..`),
-  every file read must be listed in it with the same SHA-256 and size;
+- when the export's `manifest.json` lies beside the folder (`EXPORT/onnx/..`)
+  and lists this model, every file read must be listed in it with the same
+  SHA-256 and size (a manifest.json there that does not list the model is
+  someone else's and is ignored);
 - the graph's inputs and outputs must be the sampler step's (or the scorer's)
   names, types and shapes (`SAMPLER_SIGNATURE`, `SCORER_SIGNATURE`).
 
@@ -159,28 +161,31 @@ def side_file_path(directory, name):
     return real
 
 
-def read_manifest(directory):
-    """The export's manifest.json beside the model's folder, or None when there is none.
+def read_manifest(directory, model_name):
+    """The export's manifest.json beside the model's folder when it lists this model, else None.
+
+    A manifest.json there that is not a regular file, not a tfseqgan manifest
+    or does not list `model_name` in this folder belongs to something else (a
+    stray /tmp/manifest.json, a web app) and is ignored; a link is not
+    followed. One that lists the model is the export's: every file read must
+    then be in it.
 
     Returns:
-        (export folder, the manifest's "files" table).
+        (export folder, the manifest's "files" table), or None.
     """
     export_dir = os.path.dirname(directory)
     path = os.path.join(export_dir, MANIFEST_FILE)
-    if not os.path.lexists(path):
+    if not os.path.lexists(path) or os.path.islink(path):
         return None
-    if os.path.islink(path):  # it is read from outside the model's folder: not even a link is followed
-        raise SamplerInputError(f"{path}: a link, not the export's manifest; refused")
-    data = read_regular_file(path, MAX_MANIFEST_BYTES, "manifest")
     try:
-        manifest = schema.parse_json(data, path)
-    except schema.SchemaError as error:
-        raise SamplerInputError(str(error)) from None
+        manifest = schema.parse_json(read_regular_file(path, MAX_MANIFEST_BYTES, "manifest"), path)
+    except (SamplerInputError, schema.SchemaError):
+        return None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not (isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT and isinstance(files, dict)):
-        raise SamplerInputError(
-            f"{path}: not a tfseqgan manifest (a JSON object with format {MANIFEST_FORMAT} and a files table)"
-        )
+        return None
+    if f"{os.path.basename(directory)}/{model_name}" not in files:
+        return None
     return export_dir, files
 
 
@@ -293,7 +298,7 @@ def load_sampler(model_path):
     path = os.path.realpath(model_path)
     directory = os.path.dirname(path)
     regular_file_status(model_path)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, os.path.basename(path))
     session = open_session(path, 1, manifest)
     info = read_metadata(session, model_path)
     if info["role"] != "sampler":
