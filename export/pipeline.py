@@ -126,15 +126,21 @@ def export_folder_problem(directory):
     table) lists exactly the files in it: no file, folder or link beyond those.
     """
     manifest_path = os.path.join(directory, MANIFEST_FILE)
-    if not os.path.lexists(manifest_path):
+    not_regular = f"its {MANIFEST_FILE} is not a regular file of at most {MAX_MANIFEST_BYTES:,} bytes"
+    try:  # no link followed, and a FIFO opens without blocking (then refused on the descriptor)
+        descriptor = os.open(manifest_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         return f"no {MANIFEST_FILE}" if os.listdir(directory) else f"an empty folder, no {MANIFEST_FILE}"
-    mode = os.lstat(manifest_path).st_mode
-    if not stat.S_ISREG(mode) or os.path.getsize(manifest_path) > MAX_MANIFEST_BYTES:
-        return f"its {MANIFEST_FILE} is not a regular file of at most {MAX_MANIFEST_BYTES:,} bytes"
+    except OSError:  # ELOOP: a link
+        return not_regular
+    with os.fdopen(descriptor, "rb") as stream:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_MANIFEST_BYTES:
+            return not_regular
+        data = stream.read(MAX_MANIFEST_BYTES + 1)
     try:
-        with open(manifest_path, encoding="utf-8") as stream:
-            manifest = json.load(stream)
-    except (OSError, ValueError, RecursionError):
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return f"its {MANIFEST_FILE} is not JSON"
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         return f'its {MANIFEST_FILE} has no "format": {MANIFEST_FORMAT} (not a tfseqgan manifest)'

@@ -767,3 +767,93 @@ def test_the_reaper_goes_by_the_exports_lock_not_by_its_pid(tmp_path):
         pipeline._forget(mine, remove=True)
     assert warnings == [f"warning: removed {reused}, left by an export that was killed"]
     assert not reused.exists() and running.is_dir()
+
+
+def test_a_fifo_named_manifest_json_in_out_is_refused_without_opening_it_to_wait(tmp_path, monkeypatch):
+    import stat
+    import threading
+
+    out = tmp_path / "export"
+    out.mkdir()
+    os.mkfifo(out / "manifest.json")
+    # As if a regular manifest.json had been swapped for the FIFO after a check by name.
+    real_lstat = os.lstat
+    monkeypatch.setattr(
+        os,
+        "lstat",
+        lambda path, **kwargs: (
+            os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 10, 0, 0, 0))
+            if str(path) == str(out / "manifest.json")
+            else real_lstat(path, **kwargs)
+        ),
+    )
+    # A writer that lets a blocking open for reading through (so a regression ends, with another message).
+    writer = threading.Thread(target=lambda: os.close(os.open(out / "manifest.json", os.O_WRONLY)), daemon=True)
+    writer.start()
+    try:
+        problem = pipeline.export_folder_problem(str(out))
+    finally:
+        while writer.is_alive():  # a reader's open releases the writer, once it is waiting in its own open
+            os.close(os.open(out / "manifest.json", os.O_RDONLY | os.O_NONBLOCK))
+            writer.join(0.01)
+    assert problem == "its manifest.json is not a regular file of at most 16,777,216 bytes"
+
+
+# ------------------------------------------- files swapped or linked in
+def test_a_hard_linked_side_file_is_refused(folder):
+    (folder / "vocab.txt").unlink()
+    os.link(folder.parent / "secret.txt", folder / "vocab.txt")  # a valid vocabulary: it would load
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    assert message.startswith(f"{folder / 'vocab.txt'}: the vocabulary has 2 hard links;") and SECRET not in message
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(folder, monkeypatch):
+    (folder / "vocab.txt").unlink()
+    (folder / "vocab.txt").symlink_to(folder.parent / "secret.txt")
+    real_realpath = os.path.realpath
+    # The check sees a file of the folder (as before a swap); the open must still not follow the link.
+    monkeypatch.setattr(
+        os.path,
+        "realpath",
+        lambda path: str(folder / "vocab.txt") if "secret" in str(path) else real_realpath(path),
+    )
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    assert message.startswith(f"{folder / 'vocab.txt'}: cannot open the vocabulary") and SECRET not in message
+
+
+def test_the_graph_run_is_the_graph_checked_against_the_manifest(folder, monkeypatch):
+    from export_runs import constant_step_model
+
+    write_manifest(folder, ["sampler.onnx", "vocab.txt"])
+    real_check = loader.check_listed
+
+    def check_then_swap(manifest, path, digest, size):
+        real_check(manifest, path, digest, size)
+        if path.endswith("sampler.onnx"):  # swapped once it was hashed: onnxruntime must not read it again
+            constant_step_model(folder / "sampler.onnx", step_metadata(), 5)
+
+    monkeypatch.setattr(loader, "check_listed", check_then_swap)
+    assert OnnxSampler(str(folder / "sampler.onnx")).sample(1)["ids"].tolist() == [[4] * 8]
+
+
+def external_data_model(folder):
+    """folder/sampler.onnx whose emitted id is an initializer kept in folder/weights.bin."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(folder / "sampler.onnx"))
+    model.graph.node.remove(next(node for node in model.graph.node if node.output[0] == "id"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(4, np.int32), "id"))
+    onnx.save(model, str(folder / "sampler.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0)
+
+
+def test_a_model_with_external_data_is_refused_in_one_line(folder, capfd, monkeypatch):
+    external_data_model(folder)
+    assert (folder / "weights.bin").is_file()
+    monkeypatch.chdir(folder)  # where onnxruntime would look for the data of a model given as bytes
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    assert message == f"{folder / 'sampler.onnx'}: tensors with external data (id); a model must hold all its weights"
+    capfd.readouterr()
+    assert onnx_sample.main([str(folder / "sampler.onnx")]) == 2
+    captured = capfd.readouterr()  # the file descriptors: onnxruntime's own log lines would show here
+    assert captured.out == "" and captured.err == f"error: {message}\n"
