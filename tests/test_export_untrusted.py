@@ -418,6 +418,24 @@ def test_a_read_only_file_system_ends_in_one_line(tmp_path):
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
+def test_a_read_only_file_system_ends_in_one_line_without_root(tmp_path, monkeypatch):
+    import errno
+
+    run_dir = tmp_path / "run"
+    make_run(run_dir, "ids")
+    out = tmp_path / "read_only" / "export"
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    monkeypatch.setattr(os, "makedirs", read_only)
+    with pytest.raises(ExportError) as error:
+        pipeline.export_run(str(run_dir), str(out))
+    assert str(error.value) == f"--out={out}: cannot create a folder in {out.parent} (Read-only file system)"
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
 # ------------------------------------------------------------ the run side
 def second_checkpoint(run_dir, generator):
     """Saves ckpt-2 of the run with changed weights; returns them."""
