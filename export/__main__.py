@@ -2,8 +2,9 @@
 intact checkpoint of a training run (see export/pipeline.py). main.py runs the
 same at the end of training.
 
-Every failure ends in one `error:` line and exit status 1; SIGTERM and SIGINT
-remove the temporary folder and exit with 128 + the signal's number.
+Every failure ends in one `error:` line and exit status 1 (a bad flag: exit
+status 2); SIGTERM and SIGINT remove the temporary folder and exit with 128 +
+the signal's number (during the commit's renames: once the export is in place).
 """
 
 import os

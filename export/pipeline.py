@@ -16,10 +16,12 @@ is never replaced: `--out` must be missing or a folder that a manifest.json
 of this format describes exactly (`export_folder_problem`).
 
 The temporary folder is `.OUT.tmp-PID-XXXXXXXX`, created with the umask's
-permissions; it is removed when the export fails or is interrupted (SIGTERM
-and SIGINT: `remove_temporary_folders`, called by export/__main__.py's
-handler), and one left by a killed export (its PID no longer running) is
-removed by the next export to the same `--out`.
+permissions, holding LOCK_FILE flock-ed by its export while it runs; it is
+removed when the export fails or is interrupted (SIGTERM and SIGINT:
+`remove_temporary_folders`, called by export/__main__.py's handler), and one
+left by a killed export (its lock free) is removed by the next export to the
+same `--out`. SIGTERM and SIGINT during the commit's renames are acted on
+after them (`_signals_deferred`).
 """
 
 import contextlib
