@@ -2,8 +2,9 @@
 intact checkpoint of a training run (see export/pipeline.py). main.py runs the
 same at the end of training.
 
-Every failure ends in one `error:` line and exit status 1; SIGTERM and SIGINT
-remove the temporary folder and exit with 128 + the signal's number.
+Every failure ends in one `error:` line and exit status 1 (a bad flag: exit
+status 2); SIGTERM and SIGINT remove the temporary folder and exit with 128 +
+the signal's number (during the commit's renames: once the export is in place).
 """
 
 import os
@@ -32,6 +33,8 @@ def _interrupted(signum, frame):
     back into Python, where TensorFlow turns it into a SystemError traceback.
     """
     pipeline = sys.modules.get("export.pipeline")
+    if pipeline is not None and pipeline.defer_signal(signum):
+        return  # during the commit's renames: raised again once the export is in place
     if pipeline is not None:
         pipeline.remove_temporary_folders()
     print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)
@@ -66,10 +69,34 @@ def _export(argv):
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for line in summary_lines(manifest):
-        print(line)
+    except Exception as error:  # a bug or a case no check foresaw: still one line, never a traceback
+        text = str(error).strip()
+        reason = text.splitlines()[0][:300] if text else ""
+        print(f"error: unexpected {type(error).__name__} while exporting {FLAGS.run_dir}: {reason}", file=sys.stderr)
+        return 1
+    try:
+        for line in summary_lines(manifest):
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the export is in place; a reader that went away is no failure of it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with a bad flag as one `error:` line and exit status 2 (absl prints two)."""
+    for stream in (sys.stdout, sys.stderr):  # a path the terminal's encoding lacks is printed escaped
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {str(error).strip().splitlines()[0] if str(error).strip() else 'bad flags'}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

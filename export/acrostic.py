@@ -38,5 +38,5 @@ def acrostic_bias(tokens, sequence_length, end_token):
         bias[line_end] = np.where(punctuation, 0.0, BANNED_LOGIT)
         bias[~line_end] = np.where(punctuation, BANNED_LOGIT, 0.0)
     if end_token is not None:
-        bias[:, [end_token, UNKNOWN_ID]] = BANNED_LOGIT
+        bias[:, [token for token in (end_token, UNKNOWN_ID) if token < vocab]] = BANNED_LOGIT
     return bias

@@ -4,6 +4,7 @@ free of TensorFlow). docs/reliability.md lists them with the threat model."""
 
 # Requests (every SavedModel signature, OnnxSampler and its CLI).
 MAX_SAMPLES = 1_000_000  # rows per call (samples, prefixes, id sequences, heads); 0 rows is refused too
+MAX_REQUEST_TOKENS = 1 << 25  # rows x sequence length per call (the (rows, time) ids alone: 128 MiB of int32)
 MAX_THREADS = 64  # --threads / OnnxSampler(threads=); 0 means every core
 MAX_CHUNK_SIZE = 65_536  # OnnxSampler(chunk_size=)
 MAX_SEED = 2**63 - 1  # seeds are int64 on the SavedModel side
@@ -15,6 +16,7 @@ MAX_VOCABULARY_SIZE = 1_000_000
 MAX_SEQUENCE_LENGTH = 10_000
 MAX_LAYER_SIZE = 65_536  # embedding_dim, hidden_dim
 MAX_PARAMETERS = 1 << 28  # 1 GiB of float32 weights
+MAX_TIME_BY_VOCABULARY = 1 << 26  # sequence_length x vocabulary_size: a (time, vocab) float32 bias is 256 MiB
 MAX_SEED_VALUE = 2**31 - 1  # the generator's initializer seed
 
 # Files of a model folder, capped before they are read.

@@ -35,6 +35,7 @@ from export.acrostic import acrostic_bias, line_starts
 from export.limits import (
     ACROSTIC_LINES,
     MAX_CHUNK_SIZE,
+    MAX_REQUEST_TOKENS,
     MAX_SAMPLES,
     MAX_SEED,
     MAX_TEMPERATURE,
@@ -85,12 +86,6 @@ def row_uniforms(seed, start, stop, length):
     return np.concatenate(blocks, axis=1)[:, offset : offset + stop - start]
 
 
-def check_rows(rows, name):
-    """Every request takes 1 to MAX_SAMPLES rows; checked before any work."""
-    if not 1 <= rows <= MAX_SAMPLES:
-        raise SamplerInputError(f"{name}: {rows} rows; give between 1 and {MAX_SAMPLES} per call")
-
-
 def _integer_in(value, name, low, high):
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
         raise SamplerInputError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
@@ -136,12 +131,19 @@ class OnnxSampler:
         return self.tokenizer == "char" and self.sequence_length % ACROSTIC_LINES == 0
 
     # ---------------------------------------------------------- checks
-    @staticmethod
-    def _check_count(rows, name):
+    def _check_count(self, rows, name, length=None):
+        """1 to MAX_SAMPLES rows of `length` tokens (default: the sequence length), at most
+        MAX_REQUEST_TOKENS in all; checked before anything is allocated."""
         if isinstance(rows, bool) or not isinstance(rows, int | np.integer):
             raise SamplerInputError(f"{name}: the number of rows must be an integer, got {rows!r}")
         if not 1 <= rows <= MAX_SAMPLES:
             raise SamplerInputError(f"{name}: {rows} rows; the number of rows must be in [1, {MAX_SAMPLES}]")
+        length = self.sequence_length if length is None else length
+        if rows * length > MAX_REQUEST_TOKENS:
+            raise SamplerInputError(
+                f"{name}: {rows} rows x {length} tokens = {rows * length:,} tokens; "
+                f"at most {MAX_REQUEST_TOKENS:,} per call"
+            )
 
     @staticmethod
     def _check_draws(temperature, seed):
@@ -287,7 +289,7 @@ class OnnxSampler:
     def first_tokens(self, num_samples, temperature=1.0, seed=0):
         """The first token of `num_samples` samples: the first position of the
         same loop, without the rest (many draws for a distribution check)."""
-        self._check_count(num_samples, "num_samples")
+        self._check_count(num_samples, "num_samples", length=1)
         self._check_draws(temperature, seed)
         given = np.zeros([num_samples, 1], np.int32)
         return self._decode(given, np.zeros(given.shape, bool), temperature, seed, greedy=False)["ids"][:, 0]
@@ -412,11 +414,26 @@ def parse_args(argv):
     return args
 
 
+def _tolerant_streams():
+    """Characters the terminal's encoding lacks are printed as escapes (\\u6625) instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv=None):
-    """The CLI: every failure is one `error:` line on stderr and exit status 2."""
+    """The CLI: every failure is one `error:` line on stderr and exit status 2.
+
+    A reader that closes the output early (`| head -1`) ends it quietly with
+    exit status 1, as Python's own convention for a broken pipe.
+    """
+    _tolerant_streams()
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    loader.quiet_onnxruntime()
     try:
         model = OnnxSampler(args.model, threads=args.threads)
+        model._check_count(args.num, "--num")  # rows x sequence length, before any row is built
         if args.acrostic:
             result = model.acrostic([args.acrostic] * args.num, args.temperature, args.seed)
         elif args.prefix or args.greedy:
@@ -434,8 +451,20 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 2
-    for line in result["text"]:
-        print(escape_controls(line))
+    except Exception as error:  # a bug or a case no check foresaw: still one line, never a traceback
+        reason = escape_controls(loader.first_line(error))
+        print(f"error: {args.model}: unexpected {type(error).__name__}: {reason}", file=sys.stderr)
+        return 2
+    try:
+        for line in result["text"]:
+            print(escape_controls(line))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     return 0
 
 

@@ -16,14 +16,17 @@ is never replaced: `--out` must be missing or a folder that a manifest.json
 of this format describes exactly (`export_folder_problem`).
 
 The temporary folder is `.OUT.tmp-PID-XXXXXXXX`, created with the umask's
-permissions; it is removed when the export fails or is interrupted (SIGTERM
-and SIGINT: `remove_temporary_folders`, called by export/__main__.py's
-handler), and one left by a killed export (its PID no longer running) is
-removed by the next export to the same `--out`.
+permissions, holding LOCK_FILE flock-ed by its export while it runs; it is
+removed when the export fails or is interrupted (SIGTERM and SIGINT:
+`remove_temporary_folders`, called by export/__main__.py's handler), and one
+left by a killed export (its lock free) is removed by the next export to the
+same `--out`. SIGTERM and SIGINT during the commit's renames are acted on
+after them (`_signals_deferred`).
 """
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -44,6 +47,7 @@ from export.schema import MANIFEST_FILE, MANIFEST_FORMAT
 from tfseqgan import faults
 
 VOCABULARY_FILE = "vocab.txt"
+LOCK_FILE = ".export.lock"  # in a temporary folder, flock-ed by its export while it runs
 LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
 
@@ -62,7 +66,7 @@ def file_table(directory):
         for name in sorted(files):
             path = os.path.join(root, name)
             relative = os.path.relpath(path, directory).replace(os.sep, "/")
-            if relative != MANIFEST_FILE:
+            if relative not in (MANIFEST_FILE, LOCK_FILE):
                 table[relative] = {"bytes": os.path.getsize(path), "sha256": sha256(path)}
     return dict(sorted(table.items()))
 
@@ -124,15 +128,21 @@ def export_folder_problem(directory):
     table) lists exactly the files in it: no file, folder or link beyond those.
     """
     manifest_path = os.path.join(directory, MANIFEST_FILE)
-    if not os.path.lexists(manifest_path):
+    not_regular = f"its {MANIFEST_FILE} is not a regular file of at most {MAX_MANIFEST_BYTES:,} bytes"
+    try:  # no link followed, and a FIFO opens without blocking (then refused on the descriptor)
+        descriptor = os.open(manifest_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         return f"no {MANIFEST_FILE}" if os.listdir(directory) else f"an empty folder, no {MANIFEST_FILE}"
-    mode = os.lstat(manifest_path).st_mode
-    if not stat.S_ISREG(mode) or os.path.getsize(manifest_path) > MAX_MANIFEST_BYTES:
-        return f"its {MANIFEST_FILE} is not a regular file of at most {MAX_MANIFEST_BYTES:,} bytes"
+    except OSError:  # ELOOP: a link
+        return not_regular
+    with os.fdopen(descriptor, "rb") as stream:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_MANIFEST_BYTES:
+            return not_regular
+        data = stream.read(MAX_MANIFEST_BYTES + 1)
     try:
-        with open(manifest_path, encoding="utf-8") as stream:
-            manifest = json.load(stream)
-    except (OSError, ValueError, RecursionError):
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return f"its {MANIFEST_FILE} is not JSON"
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         return f'its {MANIFEST_FILE} has no "format": {MANIFEST_FORMAT} (not a tfseqgan manifest)'
@@ -188,8 +198,36 @@ def _is_running(pid):
     return True
 
 
+def _lock_state(path):
+    """ "held" while the export that made the temporary folder `path` runs (it holds an flock on
+    its LOCK_FILE), "free" when that export ended without removing it, "none" without a lock file
+    (exports made before the lock, or in the moment of the commit). Anything odd counts as held."""
+    try:
+        descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "none"
+    except OSError:
+        return "held"
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return "held"
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
+    except OSError:  # BlockingIOError: the export holds it
+        return "held"
+    finally:
+        os.close(descriptor)
+    return "free"
+
+
 def reap_leftovers(out_dir, log=warn):
-    """Removes temporary folders of `out_dir` left by exports that were killed (their PID is gone)."""
+    """Removes temporary folders of `out_dir` left by exports that were killed.
+
+    A temporary folder is left when its lock file can be locked (the flock of
+    its export went with the process: no PID reuse or PID namespace fools
+    it); a folder without a lock file (an `.old` one, an export of before the
+    lock) when its PID is not running. A name whose PID no process can have
+    is not ours: left alone.
+    """
     parent, prefix = os.path.dirname(out_dir), _temporary_prefix(out_dir)
     pattern = re.compile(re.escape(prefix) + r"(\d+)-[0-9a-f]{8}(\.old)?$")
     try:
@@ -199,7 +237,14 @@ def reap_leftovers(out_dir, log=warn):
     for name in sorted(names, key=lambda name: not name.endswith(".old")):  # a previous export first
         match = pattern.match(name)
         path = os.path.join(parent, name)
-        if not match or os.path.islink(path) or not os.path.isdir(path) or _is_running(int(match.group(1))):
+        if not match or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            running = _is_running(int(match.group(1)))
+        except (OverflowError, ValueError):  # os.kill takes a C int
+            continue
+        lock = _lock_state(path)
+        if lock == "held" or (lock == "none" and running):
             continue
         if match.group(2) and not os.path.lexists(out_dir):  # killed between the two renames of _replace
             os.rename(path, out_dir)
@@ -210,19 +255,29 @@ def reap_leftovers(out_dir, log=warn):
 
 
 # The temporary folders of exports in progress in this process, for a signal
-# handler to remove before it ends the process (export/__main__.py).
-_in_progress = set()
+# handler to remove before it ends the process (export/__main__.py), and the
+# descriptors of their locks.
+_in_progress = {}
+
+
+def _forget(path, remove):
+    """Drops `path` from the exports in progress: its lock released, the folder removed if `remove`."""
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+    descriptor = _in_progress.pop(path, None)
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def remove_temporary_folders():
     """Removes the temporary folders of the exports in progress (from a signal handler)."""
     for path in list(_in_progress):
-        shutil.rmtree(path, ignore_errors=True)
-        _in_progress.discard(path)
+        _forget(path, remove=True)
 
 
 def _make_temporary_folder(out_dir):
-    """.OUT.tmp-PID-XXXXXXXX beside out_dir, with the umask's permissions (mkdir applies it)."""
+    """.OUT.tmp-PID-XXXXXXXX beside out_dir, with the umask's permissions (mkdir applies it), and
+    its LOCK_FILE locked (flock) for as long as the export runs."""
     parent = os.path.dirname(out_dir)
     while True:
         path = os.path.join(parent, f"{_temporary_prefix(out_dir)}{os.getpid()}-{secrets.token_hex(4)}")
@@ -230,7 +285,13 @@ def _make_temporary_folder(out_dir):
             os.mkdir(path, 0o777)
         except FileExistsError:
             continue
-        _in_progress.add(path)
+        try:
+            descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        _in_progress[path] = descriptor
         return path
 
 
@@ -253,12 +314,27 @@ def _prepare_destination(out_dir):
 
 
 def _replace(tmp_dir, out_dir):
-    """Renames the finished export into place; an older export goes only after that worked."""
+    """Renames the finished export into place; an older export goes only after that worked.
+
+    The older export is checked again once it is set aside: a file added to it
+    since `_check_destination` would be deleted with it, so then it is put back
+    and the export refused.
+    """
     if not os.path.exists(out_dir):
         os.rename(tmp_dir, out_dir)
         return
     old_dir = tmp_dir + ".old"
     os.rename(out_dir, old_dir)
+    try:
+        problem = export_folder_problem(old_dir)
+    except OSError as error:
+        problem = f"it cannot be read ({error.strerror})"
+    if problem:
+        os.rename(old_dir, out_dir)
+        raise ExportError(
+            f"--out={out_dir}: changed during the export and is no longer a tfseqgan export ({problem}); "
+            "nothing was changed: choose another --out or remove it"
+        )
     try:
         os.rename(tmp_dir, out_dir)
     except OSError:
@@ -267,17 +343,61 @@ def _replace(tmp_dir, out_dir):
     shutil.rmtree(old_dir, ignore_errors=True)
 
 
+def commit(tmp_dir, out_dir):
+    """Puts the finished export `tmp_dir` in place of `out_dir`; SIGINT and SIGTERM wait until it is done.
+
+    The lock file goes first (the export is exactly what its manifest lists);
+    its flock is held until the export is in place.
+    """
+    with _signals_deferred():
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(tmp_dir, LOCK_FILE))
+        _replace(tmp_dir, out_dir)
+        _forget(tmp_dir, remove=False)
+
+
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Signals that arrived during a commit, to be acted on after it (see _signals_deferred).
+_pending_signals = []
+_committing = threading.Event()
+
+
+def defer_signal(signum):
+    """For a signal handler: True when a commit is in progress, the signal then being recorded and
+    raised again once the commit is done (export/__main__.py's handler returns at once)."""
+    if _committing.is_set():
+        _pending_signals.append(signum)
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block is done (the two renames of a commit are not split)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """SIGINT and SIGTERM wait until the block is done (the two renames of a commit are not split).
+
+    Deferred in Python, not by a signal mask: a process-directed signal goes to
+    any thread that does not block it (TensorFlow's and onnxruntime's threads),
+    and Python then runs the handler in the main thread whatever the mask of
+    the main thread. During the block the handlers record the signal and
+    return (in the main thread they are swapped for a recorder; elsewhere
+    export/__main__.py's handler asks `defer_signal`); after it the first
+    recorded signal is raised again, to the handler in place before.
+    """
+    swapped = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in DEFERRED_SIGNALS:
+            swapped[signum] = signal.signal(signum, lambda signum, frame: _pending_signals.append(signum))
+    _committing.set()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _committing.clear()
+        for signum, handler in swapped.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        pending = list(_pending_signals)
+        _pending_signals.clear()
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def _phase(name, function, *args, **kwargs):
@@ -368,18 +488,14 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
             stream.write("\n")
         _check_destination(out_dir)  # nothing else took the place meanwhile
         faults.arrive("export_commit")
-        with _signals_deferred():
-            _replace(tmp_dir, out_dir)
-            _in_progress.discard(tmp_dir)
+        commit(tmp_dir, out_dir)
     except OSError as error:  # a full disk, an unwritable folder, ...
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _in_progress.discard(tmp_dir)
+        _forget(tmp_dir, remove=True)
         previous = out_dir if os.path.exists(os.path.join(out_dir, MANIFEST_FILE)) else "none"
         reason = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
         raise ExportError(f"could not write the export ({reason}); previous export: {previous} (untouched)") from None
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _in_progress.discard(tmp_dir)
+        _forget(tmp_dir, remove=True)
         raise
     manifest["out_dir"] = out_dir
     return manifest

@@ -21,7 +21,7 @@ import types
 
 import tensorflow as tf
 
-from export import schema
+from export import loader, schema
 from export.limits import MAX_DESCRIPTION_BYTES
 from export.schema import MODEL_FORMAT, TOKENIZERS
 from tfseqgan import checkpoints, text
@@ -168,18 +168,14 @@ def read_description(run_dir):
     if not os.path.isdir(run_dir):
         raise ExportError(f"--run_dir={run_dir}: no such directory")
     path = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         if os.path.isfile(os.path.join(run_dir, FLAGS_FILE)):
             return _description_from_flags(run_dir)
         raise ExportError(f"--run_dir={run_dir}: neither {MODEL_FILE} nor {FLAGS_FILE}; is it a tfseqgan run?")
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_DESCRIPTION_BYTES:
-            raise ExportError(f"{path}: {size:,} bytes, more than the {MAX_DESCRIPTION_BYTES:,} allowed")
-        with open(path, "rb") as stream:
-            data = stream.read(MAX_DESCRIPTION_BYTES + 1)
-    except OSError as error:
-        raise ExportError(f"{path}: not readable ({error.strerror})") from None
+    try:  # regular files only, opened without blocking (a FIFO named model.json must not hang the export)
+        data = loader.read_regular_file(path, MAX_DESCRIPTION_BYTES, "model description")
+    except loader.SamplerInputError as error:
+        raise ExportError(str(error)) from None
     try:
         description = schema.parse_json(data, path)
         if isinstance(description, dict) and description.get("format") != MODEL_FORMAT:

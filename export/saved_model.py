@@ -20,8 +20,9 @@ Signatures (inputs -> outputs):
 
 Every input is checked by the signature itself (`tf.debugging` assertions with
 a message): a bad call fails with InvalidArgumentError naming the input, and
-never returns garbage. The number of rows (1 to MAX_SAMPLES, in every
-signature) and the widths are checked first, before the ids are looked at
+never returns garbage. The number of rows (1 to MAX_SAMPLES, and
+rows x time at most MAX_REQUEST_TOKENS, in every signature) and the widths
+are checked first, before the ids are looked at
 and before any decoding work (control dependencies), so an oversized request
 is refused in the time of reading its shape. `score` runs in row chunks
 whose logits fit SCORE_BUDGET_BYTES.
@@ -30,18 +31,31 @@ whose logits fit SCORE_BUDGET_BYTES.
 import tensorflow as tf
 
 from export import acrostic, graph
-from export.limits import ACROSTIC_LINES, MAX_SAMPLES, MAX_TEMPERATURE, MIN_TEMPERATURE, SCORE_BUDGET_BYTES
+from export.limits import (
+    ACROSTIC_LINES,
+    MAX_REQUEST_TOKENS,
+    MAX_SAMPLES,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    SCORE_BUDGET_BYTES,
+)
 from tfseqgan import sampler, text
 
 SIGNATURES = ("serving_default", "sample", "complete", "greedy", "score", "acrostic")
 
 
-def check_rows(rows, name):
-    """Assertions that a request's row count is in [1, MAX_SAMPLES] (the same limit in every signature)."""
+def check_rows(rows, name, length):
+    """Assertions that a request's row count is in [1, MAX_SAMPLES] and that its rows of `length`
+    tokens hold at most MAX_REQUEST_TOKENS (the same limits in every signature)."""
     message = f"{name}: the number of rows must be in [1, {MAX_SAMPLES}]"
     return [
         tf.debugging.assert_positive(rows, message=message),
         tf.debugging.assert_less_equal(rows, tf.constant(MAX_SAMPLES, rows.dtype), message=message),
+        tf.debugging.assert_less_equal(
+            tf.cast(rows, tf.int64) * length,
+            tf.constant(MAX_REQUEST_TOKENS, tf.int64),
+            message=f"{name}: rows x {length} tokens must be at most {MAX_REQUEST_TOKENS} tokens per call",
+        ),
     ]
 
 
@@ -146,7 +160,7 @@ class SamplerModule(tf.Module):
     def _padded_prefix(self, prefix, prefix_length):
         """Checks a (batch, p) prefix and its lengths (shapes first); pads it to (batch, time)."""
         length = self.sequence_length
-        shape_checks = check_rows(tf.shape(prefix)[0], "prefix") + [
+        shape_checks = check_rows(tf.shape(prefix)[0], "prefix", length) + [
             tf.debugging.assert_less_equal(
                 tf.shape(prefix)[1],
                 length,
@@ -181,7 +195,7 @@ class SamplerModule(tf.Module):
         ]
     )
     def sample(self, num_samples, temperature, seed):
-        checks = check_rows(num_samples, "num_samples") + self._check_temperature(temperature)
+        checks = check_rows(num_samples, "num_samples", self.sequence_length) + self._check_temperature(temperature)
         with tf.control_dependencies(checks):
             num_samples = tf.identity(num_samples)
         tokens = sampler.sample_free(self.generator, num_samples, _seed_pair(seed), temperature=temperature)
@@ -217,7 +231,7 @@ class SamplerModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
     def score(self, ids):
         length = self.sequence_length
-        shape_checks = check_rows(tf.shape(ids)[0], "ids") + [
+        shape_checks = check_rows(tf.shape(ids)[0], "ids", length) + [
             tf.debugging.assert_equal(
                 tf.shape(ids)[1], length, message=f"ids: every sequence must have {length} tokens"
             )
@@ -249,16 +263,22 @@ class SamplerModule(tf.Module):
 
     def _acrostic(self, heads, temperature, seed):
         length, lines = self.sequence_length, ACROSTIC_LINES
-        with tf.control_dependencies(check_rows(tf.size(heads), "heads")):
+        # The rows and each head's length come first: nothing is split or looked up for a
+        # request of a million heads or of one head of a billion characters.
+        head_message = f"heads: each head must be exactly {lines} characters, one per line of the quatrain"
+        shape_checks = check_rows(tf.size(heads), "heads", length) + [
+            tf.debugging.assert_equal(
+                tf.strings.length(heads, unit="UTF8_CHAR"), tf.constant(lines, tf.int32), message=head_message
+            )
+        ]
+        with tf.control_dependencies(shape_checks):
             heads = tf.identity(heads)
         characters = tf.strings.unicode_split(heads, "UTF-8")  # ragged (batch, None)
         head_ids = self.token_to_id.lookup(characters.flat_values)  # (batch * lines,) int64, -1 if unknown
         unknown = tf.boolean_mask(characters.flat_values, head_ids < 0)
         checks = self._check_temperature(temperature) + [
-            tf.debugging.assert_equal(
-                characters.row_lengths(),
-                tf.constant(lines, tf.int64),
-                message=f"heads: each head must be exactly {lines} characters, one per line of the quatrain",
+            tf.debugging.assert_equal(  # invalid UTF-8 is split into replacement characters: still 4 a head
+                characters.row_lengths(), tf.constant(lines, tf.int64), message=head_message
             ),
             tf.debugging.Assert(
                 tf.equal(tf.size(unknown), 0),

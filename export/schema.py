@@ -15,7 +15,9 @@ from export.limits import (
     MAX_PARAMETERS,
     MAX_SEED_VALUE,
     MAX_SEQUENCE_LENGTH,
+    MAX_TIME_BY_VOCABULARY,
     MAX_VOCABULARY_SIZE,
+    UNKNOWN_ID,
 )
 
 TOKENIZERS = ("char", "word", "ids")
@@ -148,12 +150,31 @@ def check_ids(values, source, vocabulary_size):
         raise SchemaError(f"{source}: banned_tokens leaves no id to draw")
 
 
+def check_sizes(vocabulary_size, sequence_length, end_token, source):
+    """What the decoders allocate and index beyond the weights.
+
+    A (time, vocab) logit bias (acrostics, the ONNX loop) is at most
+    MAX_TIME_BY_VOCABULARY floats; a text vocabulary (one with an end token)
+    holds the reserved ids <pad> <s> </s> <unk> and at least one token.
+    """
+    if sequence_length * vocabulary_size > MAX_TIME_BY_VOCABULARY:
+        raise SchemaError(
+            f"{source}: sequence_length x vocabulary_size = {sequence_length * vocabulary_size:,}, "
+            f"more than the {MAX_TIME_BY_VOCABULARY:,} allowed"
+        )
+    if end_token is not None and vocabulary_size <= UNKNOWN_ID + 1:
+        raise SchemaError(
+            f"{source}: vocabulary_size must be at least {UNKNOWN_ID + 2} with an end token "
+            f"(the reserved ids 0-{UNKNOWN_ID} and a token), got {vocabulary_size}"
+        )
+
+
 def check_onnx_metadata(info, source):
     """The `tfseqgan` metadata entry of sampler.onnx / scorer.onnx (see export/onnx_model.py)."""
     _object(info, source, METADATA_KEYS)
     integer(info, "format", METADATA_FORMAT, METADATA_FORMAT, source)
     vocabulary_size = integer(info, "vocabulary_size", 2, MAX_VOCABULARY_SIZE, source)
-    integer(info, "sequence_length", 1, MAX_SEQUENCE_LENGTH, source)
+    sequence_length = integer(info, "sequence_length", 1, MAX_SEQUENCE_LENGTH, source)
     hidden_dim = integer(info, "hidden_dim", 1, MAX_LAYER_SIZE, source)
     if vocabulary_size * (hidden_dim + 1) > MAX_PARAMETERS:
         raise SchemaError(
@@ -161,6 +182,7 @@ def check_onnx_metadata(info, source):
             f"more than the {MAX_PARAMETERS} allowed"
         )
     check_ids(info, source, vocabulary_size)
+    check_sizes(vocabulary_size, sequence_length, info["end_token"], source)
     _choice(info, "tokenizer", TOKENIZERS, source)
     _choice(info, "role", ROLES, source)
     for key in ("vocabulary", "sampler", "scorer"):
@@ -206,6 +228,7 @@ def check_model_description(description, source):
     _choice(description, "tokenizer", TOKENIZERS, source)
     if description["end_token"] is not None:
         integer(description, "end_token", 0, config["vocabulary_size"] - 1, source)
+    check_sizes(config["vocabulary_size"], config["sequence_length"], description["end_token"], source)
     if "dataset" in description and not isinstance(description["dataset"], str | None):
         raise SchemaError(f"{source}: dataset must be a string, got {_shown(description['dataset'])}")
     return description

@@ -62,21 +62,27 @@ def step_metadata(vocabulary_size=POEM_VOCABULARY_SIZE, sequence_length=POEM_LEN
     return info
 
 
-def constant_step_model(path, info, emitted, signature_change=None):
+def constant_step_model(path, info, emitted, signature_change=None, hidden_dim=None, vocabulary_size=None):
     """Writes a sampler step graph (built with onnx.helper, no TensorFlow) that
     emits `emitted` for every row and passes the state through; `info` goes
     into its metadata as is (a dict is JSON-encoded, a string is kept).
 
     signature_change: None, "drop greedy" (one input fewer) or "wide h" (h and
     c one wider than info's hidden_dim).
+    hidden_dim, vocabulary_size: the graph's sizes (default: info's, or 3 and
+    the poem vocabulary's when info is a string).
     """
     import json
 
     import onnx
     from onnx import TensorProto, helper
 
-    hidden = (info["hidden_dim"] if isinstance(info, dict) else 3) + (signature_change == "wide h")
-    vocabulary = info["vocabulary_size"] if isinstance(info, dict) else len(POEM_TOKENS)
+    if hidden_dim is None:
+        hidden_dim = info["hidden_dim"] if isinstance(info, dict) else 3
+    if vocabulary_size is None:
+        vocabulary_size = info["vocabulary_size"] if isinstance(info, dict) else len(POEM_TOKENS)
+    hidden = hidden_dim + (signature_change == "wide h")
+    vocabulary = vocabulary_size
     inputs = [
         helper.make_tensor_value_info("token", TensorProto.INT32, ["batch"]),
         helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", hidden]),
@@ -112,10 +118,10 @@ def constant_step_model(path, info, emitted, signature_change=None):
     return path
 
 
-def model_folder(folder, info=None, emitted=4, tokens=POEM_TOKENS, signature_change=None):
-    """folder/sampler.onnx (a constant step, see constant_step_model) and folder/vocab.txt."""
+def model_folder(folder, info=None, emitted=4, tokens=POEM_TOKENS, signature_change=None, **sizes):
+    """folder/sampler.onnx (a constant step, see constant_step_model; `sizes` go to it) and folder/vocab.txt."""
     os.makedirs(folder, exist_ok=True)
     info = step_metadata() if info is None else info
     with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as stream:
         stream.write("\n".join(tokens) + "\n")
-    return str(constant_step_model(os.path.join(folder, "sampler.onnx"), info, emitted, signature_change))
+    return str(constant_step_model(os.path.join(folder, "sampler.onnx"), info, emitted, signature_change, **sizes))

@@ -295,6 +295,8 @@ def wait_for_temporary_folder(process, out):
 
 
 def test_signals_during_an_export_leave_no_temporary_folder(poem_export, tmp_path):
+    # Signals while the models are converted; a signal during the commit's renames is
+    # test_export_untrusted.py::test_sigterm_during_the_commit_is_acted_on_after_it.
     run_dir = poem_export.parent
     out, interrupted_out = tmp_path / "export", tmp_path / "interrupted"
     killed, interrupted = start_export(run_dir, out), start_export(run_dir, interrupted_out)
@@ -352,3 +354,54 @@ def test_onnx_sample_reads_nothing_outside_the_folder_and_never_hangs(poem_expor
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     (line,) = messages(result.stderr)
     assert line.startswith("error: ") and "top secret" not in line
+
+
+# Loads the SavedModel and makes 2,000,000-row requests of each kind; prints the first line of each refusal.
+OVERSIZED_REQUESTS = """
+import sys
+import tensorflow as tf
+
+saved = tf.saved_model.load(sys.argv[1])
+rows = 2_000_000
+draws = dict(temperature=tf.constant(1.0), seed=tf.constant(0, tf.int64))
+prefix = dict(prefix=tf.zeros([rows, 1], tf.int32), prefix_length=tf.zeros([rows], tf.int32))
+requests = {
+    "complete": lambda: saved.signatures["complete"](**prefix, **draws),
+    "greedy": lambda: saved.signatures["greedy"](**prefix),
+    "score": lambda: saved.signatures["score"](ids=tf.fill([rows, int(sys.argv[2])], 4)),
+    "acrostic": lambda: saved.signatures["acrostic"](heads=tf.fill([rows], "春夏秋冬"), **draws),
+}
+for name, request in requests.items():
+    try:
+        request()
+    except tf.errors.InvalidArgumentError as error:
+        lines = error.message.strip().splitlines()
+        print(name, next((line.strip() for line in lines if "must be" in line), lines[0]))
+    else:
+        print(name, "answered")
+"""
+
+# Runs the command of argv[1:] as a child; prints its exit status and peak RSS (KiB), nothing else of it.
+PEAK_OF_CHILD = """
+import resource, subprocess, sys
+
+result = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(result.stderr)
+sys.stdout.write(result.stdout)
+print("peak_kib", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "status", result.returncode)
+"""
+
+
+@pytest.mark.slow
+def test_a_2_000_000_row_request_is_refused_in_little_memory(poem_export):
+    command = [sys.executable, "-c", OVERSIZED_REQUESTS, str(poem_export / "saved_model"), str(POEM_LENGTH)]
+    result = run([sys.executable, "-c", PEAK_OF_CHILD, *command])
+    lines = result.stdout.splitlines()
+    *answers, last = lines
+    _, peak_kib, _, status = last.split()
+    assert int(status) == 0, result.stderr[-2000:]
+    expected = {"complete": "prefix", "greedy": "prefix", "score": "ids", "acrostic": "heads"}
+    assert [line.split()[0] for line in answers] == list(expected), answers
+    for line, input_name in zip(answers, expected.values()):
+        assert f"{input_name}: the number of rows must be in [1, 1000000]" in line, line
+    assert int(peak_kib) < 2 * 1024 * 1024, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"

@@ -18,7 +18,8 @@ import tensorflow as tf
 from export_runs import POEM_TOKENS, make_run, model_folder, step_metadata
 
 from export import loader, onnx_sample, pipeline, schema
-from export.limits import MAX_SAMPLES, MAX_THREADS
+from export.acrostic import acrostic_bias
+from export.limits import MAX_SAMPLES, MAX_THREADS, MAX_TIME_BY_VOCABULARY
 from export.onnx_sample import OnnxSampler, SamplerInputError
 from export.restore import ExportError, load_run
 from tfseqgan import text
@@ -29,7 +30,9 @@ SECRET = "secret line outside the model folder"
 @pytest.fixture
 def folder(tmp_path):
     """A model folder (sampler.onnx emitting id 4, vocab.txt) and a secret file beside it."""
-    (tmp_path / "secret.txt").write_text("\n".join([SECRET] * len(POEM_TOKENS)) + "\n", encoding="utf-8")
+    # A valid vocabulary (distinct lines, one per id): a followed link would load it, so refusals are real.
+    secret_tokens = [f"{SECRET} {index}" for index in range(len(POEM_TOKENS))]
+    (tmp_path / "secret.txt").write_text("\n".join(secret_tokens) + "\n", encoding="utf-8")
     model_folder(tmp_path / "model")
     return tmp_path / "model"
 
@@ -210,14 +213,31 @@ def test_files_are_checked_against_the_manifest_beside_the_folder(folder):
     assert "vocab.txt: SHA-256" in message and "the folder was altered" in message
     write_manifest(folder, ["sampler.onnx"])
     assert "vocab.txt: not listed in" in one_line_error(lambda: OnnxSampler(path))
-    (folder.parent / "manifest.json").write_text("{", encoding="utf-8")
-    assert "manifest.json: not JSON" in one_line_error(lambda: OnnxSampler(path))
-    (folder.parent / "manifest.json").unlink()
-    (folder.parent / "manifest.json").symlink_to(folder.parent / "secret.txt")
-    message = one_line_error(lambda: OnnxSampler(path))
-    assert "manifest.json: a link, not the export's manifest" in message and "secret" not in message
     (folder.parent / "manifest.json").unlink()
     assert OnnxSampler(path).tokens == swapped  # no manifest: nothing to check against
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        '{"name": "web app", "start_url": "/"}',
+        "{",
+        json.dumps({"format": 1, "files": {"other/sampler.onnx": {"bytes": 1, "sha256": "0"}}}),
+        "link",
+        "fifo",
+    ],
+)
+def test_a_manifest_beside_the_folder_that_does_not_list_the_model_is_ignored(folder, stray):
+    manifest = folder.parent / "manifest.json"  # e.g. /tmp/manifest.json beside /tmp/model/sampler.onnx
+    if stray == "link":
+        write_manifest(folder, ["sampler.onnx"])  # would refuse the vocabulary (not listed) if it were followed
+        os.replace(manifest, folder.parent / "listed.json")
+        manifest.symlink_to("listed.json")
+    elif stray == "fifo":
+        os.mkfifo(manifest)
+    else:
+        manifest.write_text(stray, encoding="utf-8")
+    assert OnnxSampler(str(folder / "sampler.onnx")).tokens == POEM_TOKENS
 
 
 # --------------------------------------------------------------- requests
@@ -398,6 +418,24 @@ def test_a_read_only_file_system_ends_in_one_line(tmp_path):
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
+def test_a_read_only_file_system_ends_in_one_line_without_root(tmp_path, monkeypatch):
+    import errno
+
+    run_dir = tmp_path / "run"
+    make_run(run_dir, "ids")
+    out = tmp_path / "read_only" / "export"
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    monkeypatch.setattr(os, "makedirs", read_only)
+    with pytest.raises(ExportError) as error:
+        pipeline.export_run(str(run_dir), str(out))
+    assert str(error.value) == f"--out={out}: cannot create a folder in {out.parent} (Read-only file system)"
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
 # ------------------------------------------------------------ the run side
 def second_checkpoint(run_dir, generator):
     """Saves ckpt-2 of the run with changed weights; returns them."""
@@ -466,6 +504,8 @@ def test_no_intact_checkpoint_is_one_line(tmp_path):
         ({"layers": 3}, 'unknown key(s) "layers"'),
         ({"end_token": 99}, "end_token must be an integer in [0, 15], got 99"),
         ({"tokenizer": "bpe"}, "tokenizer must be one of char, word, ids"),
+        ({"vocabulary_size": 4}, "vocabulary_size must be at least 5 with an end token"),
+        ({"vocabulary_size": 1_000_000, "sequence_length": 100}, "sequence_length x vocabulary_size = 100,000,000"),
     ],
 )
 def test_model_json_out_of_range_is_refused_before_any_allocation(tmp_path, change, expected):
@@ -487,7 +527,7 @@ def test_model_json_that_is_too_large_or_too_deep_is_refused(tmp_path, monkeypat
     with pytest.raises(ExportError, match="not JSON"):
         load_run(str(run_dir))
     monkeypatch.setattr("export.restore.MAX_DESCRIPTION_BYTES", 1000)
-    with pytest.raises(ExportError, match="200,000 bytes, more than the 1,000 allowed"):
+    with pytest.raises(ExportError, match="200,000 bytes, more than the 1,000 bytes allowed"):
         load_run(str(run_dir))
 
 
@@ -538,3 +578,306 @@ def test_the_scorer_is_loaded_through_the_same_checks(folder):
     assert "graph inputs are bias, c, greedy, h, temperature, token, uniforms; expected ids" in one_line_error(
         lambda: model.score(ids)
     )
+
+
+def test_a_model_json_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    run_dir = tmp_path / "run"
+    make_run(run_dir, "ids")
+    os.remove(run_dir / "model.json")
+    os.mkfifo(run_dir / "model.json")  # opening it for reading would block without a writer
+    with pytest.raises(ExportError, match=r"model.json: a FIFO, not a regular file$"):
+        load_run(str(run_dir))
+
+
+# ----------------------------------------------- metadata the code cannot take
+@pytest.mark.parametrize("vocabulary_size", [2, 3, 4])
+def test_a_text_vocabulary_without_room_for_its_reserved_ids_is_refused(folder, vocabulary_size, capsys):
+    tokens = POEM_TOKENS[:vocabulary_size]
+    info = step_metadata(vocabulary_size=vocabulary_size, start_token=1, end_token=1, banned_tokens=[0])
+    model_folder(folder, info, emitted=1, tokens=tokens)
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    expected = "vocabulary_size must be at least 5 with an end token (the reserved ids 0-3 and a token)"
+    assert f"{expected}, got {vocabulary_size}" in message
+    status, out, err = run_cli(capsys, folder / "sampler.onnx", "--acrostic", "春夏秋冬")
+    assert status == 2 and out == "" and len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_the_acrostic_bias_bans_only_ids_the_vocabulary_has():
+    bias = acrostic_bias(["<pad>", "<s>", "</s>"], 4, 2)  # no <unk> (id 3) in this vocabulary
+    assert bias.shape == (4, 3) and (bias[:, 2] < -1e8).all() and (bias[:, :2] == 0).all()
+
+
+def test_time_by_vocabulary_is_capped_in_the_metadata(folder):
+    info = step_metadata(vocabulary_size=1_000_000, sequence_length=100, hidden_dim=1)
+    message = schema_error(lambda: schema.check_onnx_metadata(info, "m"))
+    assert (
+        message
+        == f"m: sequence_length x vocabulary_size = 100,000,000, more than the {MAX_TIME_BY_VOCABULARY:,} allowed"
+    )
+    assert schema.check_onnx_metadata(step_metadata(vocabulary_size=2**16, sequence_length=2**10, hidden_dim=1), "m")
+
+
+def schema_error(function):
+    with pytest.raises(schema.SchemaError) as error:
+        function()
+    return str(error.value)
+
+
+def test_an_unexpected_error_in_the_cli_is_one_line(folder, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise IndexError("index 3 is out of bounds for axis 1 with size 3\nsecond line")
+
+    monkeypatch.setattr(onnx_sample, "OnnxSampler", broken)
+    status, out, err = run_cli(capsys, folder / "sampler.onnx", "--num", "1")
+    assert (status, out) == (2, "")
+    assert err == [
+        f"error: {folder / 'sampler.onnx'}: unexpected IndexError: index 3 is out of bounds for axis 1 with size 3"
+    ]
+
+
+# python -m export with export_run broken by a bug (not importable in-process: main.py defines the same flags).
+BROKEN_EXPORT = """
+import sys
+from absl import app
+from export import pipeline
+
+def broken(*args, **kwargs):
+    raise KeyError("generator")
+
+pipeline.export_run = broken
+from export import __main__ as export_main
+
+app.run(export_main.main, argv=["export", "--run_dir=" + sys.argv[1]], flags_parser=export_main.parse_flags)
+"""
+
+
+def test_an_unexpected_error_in_python_m_export_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-c", BROKEN_EXPORT, str(tmp_path)], capture_output=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == b""
+    lines = [line for line in result.stderr.decode().splitlines() if "oneDNN" not in line and "cuda" not in line]
+    assert lines[-1] == f"error: unexpected KeyError while exporting {tmp_path}: 'generator'"
+    assert "Traceback" not in result.stderr.decode()
+
+
+def run_module(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, env=dict(os.environ, **(env or {})), timeout=120
+    )
+
+
+def test_python_m_export_flag_errors_are_one_line():
+    result = run_module("export", "--run_dir=x", "--opset=3")
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode().splitlines() == ["error: flag --opset=3: 3 is not integer >= 17"]
+
+
+def test_a_reader_that_closes_early_ends_the_cli_quietly(folder):
+    command = f"{sys.executable} -m export.onnx_sample {folder / 'sampler.onnx'} --num 100000 | head -1"
+    result = subprocess.run(command, shell=True, capture_output=True, timeout=120)
+    assert result.stdout.decode("utf-8") == "春春春春春春春春\n" and result.stderr == b""
+
+
+def test_tokens_the_terminal_cannot_encode_are_printed_escaped(folder):
+    result = run_module(
+        "export.onnx_sample", str(folder / "sampler.onnx"), "--num", "1", env={"PYTHONIOENCODING": "latin-1"}
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"\\u6625" * 8 + b"\n", b"")
+
+
+# ------------------------------------------------------------- the commit
+def fake_export(folder, vocabulary):
+    """A folder that export_folder_problem recognises as an export (manifest.json, onnx/vocab.txt)."""
+    (folder / "onnx").mkdir(parents=True, exist_ok=True)
+    (folder / "onnx" / "vocab.txt").write_text(vocabulary, encoding="utf-8")
+    (folder / "manifest.json").write_text(EXPORT_MANIFEST, encoding="utf-8")
+    return folder
+
+
+class Exited(Exception):
+    """os._exit in a test: the status it was called with."""
+
+
+def test_sigterm_during_the_commit_is_acted_on_after_it(tmp_path, monkeypatch):
+    import signal
+    import threading
+
+    out = fake_export(tmp_path / "export", "old")
+    tmp_dir = fake_export(tmp_path / pipeline._make_temporary_folder(str(out)), "new")
+    renames, handled, real_rename = [], [], os.rename
+
+    def rename(source, destination):
+        if not renames:  # the first rename of the commit: the old export is being set aside
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert handled == []  # not between the two renames
+        renames.append(destination)
+        real_rename(source, destination)
+
+    def interrupted(signum, frame):
+        """As export/__main__.py's handler: removes the temporary folders and ends the process."""
+        handled.append(sorted(os.listdir(tmp_path)))
+        pipeline.remove_temporary_folders()
+        raise Exited(128 + signum)
+
+    # A thread that does not block SIGTERM, as TensorFlow's: the kernel may hand it the signal.
+    idle = threading.Event()
+    worker = threading.Thread(target=idle.wait, daemon=True)
+    worker.start()
+    monkeypatch.setattr(os, "rename", rename)
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        with pytest.raises(Exited) as exited:
+            pipeline.commit(str(tmp_dir), str(out))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        idle.set()
+    assert exited.value.args == (128 + signal.SIGTERM,)  # the process still ends as SIGTERM asked, after the commit
+    assert handled == [["export"]]  # the handler ran once, with the new export in place and nothing else
+    assert len(renames) == 2 and (out / "onnx" / "vocab.txt").read_text(encoding="utf-8") == "new"
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary folder, no .old
+    assert not pipeline._pending_signals and not pipeline._committing.is_set()
+
+
+def test_a_file_added_to_out_during_the_export_is_not_deleted(tmp_path, monkeypatch):
+    out = fake_export(tmp_path / "export", "old")
+    tmp_dir = fake_export(tmp_path / pipeline._make_temporary_folder(str(out)), "new")
+    real_rename = os.rename
+
+    def rename(source, destination):
+        if source == str(out) and not (out / "notes.txt").exists():
+            (out / "notes.txt").write_text("written while the export ran", encoding="utf-8")
+        real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(ExportError) as error:
+        pipeline.commit(str(tmp_dir), str(out))
+    message = str(error.value)
+    assert message.startswith(f"--out={out}: changed during the export and is no longer a tfseqgan export (")
+    assert "notes.txt" in message and "\n" not in message
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "written while the export ran"
+    assert (out / "onnx" / "vocab.txt").read_text(encoding="utf-8") == "old"
+    assert sorted(os.listdir(tmp_path)) == sorted(["export", tmp_dir.name])  # export_run's cleanup removes tmp
+
+
+def test_a_temporary_folder_named_with_an_impossible_pid_is_left_alone(tmp_path):
+    out = tmp_path / "export"
+    odd = tmp_path / ".export.tmp-99999999999999999999-0123abcd"  # os.kill would raise OverflowError
+    (odd / "onnx").mkdir(parents=True)
+    warnings = []
+    pipeline.reap_leftovers(str(out), warnings.append)
+    assert sorted(os.listdir(tmp_path)) == [odd.name] and warnings == []
+
+
+def test_the_reaper_goes_by_the_exports_lock_not_by_its_pid(tmp_path):
+    import fcntl
+
+    out = tmp_path / "export"
+    # Our own PID (as after PID reuse, or from another PID namespace), but nobody holds the lock: left by a kill.
+    reused = tmp_path / f".export.tmp-{os.getpid()}-0123abcd"
+    reused.mkdir()
+    (reused / pipeline.LOCK_FILE).write_bytes(b"")
+    # A dead PID, but the lock is held: an export is running (in another PID namespace).
+    running = tmp_path / f".export.tmp-{dead_pid()}-4567cdef"
+    running.mkdir()
+    descriptor = os.open(running / pipeline.LOCK_FILE, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    # A temporary folder of an export in progress in this process.
+    mine = pipeline._make_temporary_folder(str(out))
+    warnings = []
+    try:
+        pipeline.reap_leftovers(str(out), warnings.append)
+        assert os.path.isdir(mine)
+    finally:
+        os.close(descriptor)
+        pipeline._forget(mine, remove=True)
+    assert warnings == [f"warning: removed {reused}, left by an export that was killed"]
+    assert not reused.exists() and running.is_dir()
+
+
+def test_a_fifo_named_manifest_json_in_out_is_refused_without_opening_it_to_wait(tmp_path, monkeypatch):
+    import stat
+    import threading
+
+    out = tmp_path / "export"
+    out.mkdir()
+    os.mkfifo(out / "manifest.json")
+    # As if a regular manifest.json had been swapped for the FIFO after a check by name.
+    real_lstat = os.lstat
+    monkeypatch.setattr(
+        os,
+        "lstat",
+        lambda path, **kwargs: (
+            os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 10, 0, 0, 0))
+            if str(path) == str(out / "manifest.json")
+            else real_lstat(path, **kwargs)
+        ),
+    )
+    # A writer that lets a blocking open for reading through (so a regression ends, with another message).
+    writer = threading.Thread(target=lambda: os.close(os.open(out / "manifest.json", os.O_WRONLY)), daemon=True)
+    writer.start()
+    try:
+        problem = pipeline.export_folder_problem(str(out))
+    finally:
+        while writer.is_alive():  # a reader's open releases the writer, once it is waiting in its own open
+            os.close(os.open(out / "manifest.json", os.O_RDONLY | os.O_NONBLOCK))
+            writer.join(0.01)
+    assert problem == "its manifest.json is not a regular file of at most 16,777,216 bytes"
+
+
+# ------------------------------------------- files swapped or linked in
+def test_a_hard_linked_side_file_is_refused(folder):
+    (folder / "vocab.txt").unlink()
+    os.link(folder.parent / "secret.txt", folder / "vocab.txt")  # a valid vocabulary: it would load
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    assert message.startswith(f"{folder / 'vocab.txt'}: the vocabulary has 2 hard links;") and SECRET not in message
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(folder, monkeypatch):
+    (folder / "vocab.txt").unlink()
+    (folder / "vocab.txt").symlink_to(folder.parent / "secret.txt")
+    real_realpath = os.path.realpath
+    # The check sees a file of the folder (as before a swap); the open must still not follow the link.
+    monkeypatch.setattr(
+        os.path,
+        "realpath",
+        lambda path: str(folder / "vocab.txt") if "secret" in str(path) else real_realpath(path),
+    )
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    assert message.startswith(f"{folder / 'vocab.txt'}: cannot open the vocabulary") and SECRET not in message
+
+
+def test_the_graph_run_is_the_graph_checked_against_the_manifest(folder, monkeypatch):
+    from export_runs import constant_step_model
+
+    write_manifest(folder, ["sampler.onnx", "vocab.txt"])
+    real_check = loader.check_listed
+
+    def check_then_swap(manifest, path, digest, size):
+        real_check(manifest, path, digest, size)
+        if path.endswith("sampler.onnx"):  # swapped once it was hashed: onnxruntime must not read it again
+            constant_step_model(folder / "sampler.onnx", step_metadata(), 5)
+
+    monkeypatch.setattr(loader, "check_listed", check_then_swap)
+    assert OnnxSampler(str(folder / "sampler.onnx")).sample(1)["ids"].tolist() == [[4] * 8]
+
+
+def external_data_model(folder):
+    """folder/sampler.onnx whose emitted id is an initializer kept in folder/weights.bin."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(folder / "sampler.onnx"))
+    model.graph.node.remove(next(node for node in model.graph.node if node.output[0] == "id"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(4, np.int32), "id"))
+    onnx.save(model, str(folder / "sampler.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0)
+
+
+def test_a_model_with_external_data_is_refused_in_one_line(folder, capfd, monkeypatch):
+    external_data_model(folder)
+    assert (folder / "weights.bin").is_file()
+    monkeypatch.chdir(folder)  # where onnxruntime would look for the data of a model given as bytes
+    message = one_line_error(lambda: OnnxSampler(str(folder / "sampler.onnx")))
+    assert message == f"{folder / 'sampler.onnx'}: tensors with external data (id); a model must hold all its weights"
+    capfd.readouterr()
+    assert onnx_sample.main([str(folder / "sampler.onnx")]) == 2
+    captured = capfd.readouterr()  # the file descriptors: onnxruntime's own log lines would show here
+    assert captured.out == "" and captured.err == f"error: {message}\n"

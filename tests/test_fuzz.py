@@ -299,7 +299,8 @@ def test_side_files_load_only_inside_the_folder_or_end_in_one_line(name, kind, n
     try:
         secret = os.path.join(root, "secret.txt")
         with open(secret, "w", encoding="utf-8") as stream:
-            stream.write("top secret\n" * len(POEM_TOKENS))
+            # A valid vocabulary (distinct lines, one per id): a followed link would load it.
+            stream.write("".join(f"top secret {index}\n" for index in range(len(POEM_TOKENS))))
         folder = os.path.join(root, "model")
         model = model_folder(folder, step_metadata(vocabulary=name))
         target = os.path.join(folder, name) if name and "\x00" not in name else None
@@ -337,27 +338,89 @@ def test_side_files_load_only_inside_the_folder_or_end_in_one_line(name, kind, n
         shutil.rmtree(root)
 
 
-@settings(max_examples=40, deadline=None, database=None)
-@given(metadata=st.one_of(mutated_metadata().map(json.dumps), st.text(max_size=40), JSON_VALUES.map(json.dumps)))
+def sizes_of(metadata):
+    """The graph and vocabulary sizes a metadata text asks for, where they are plausible integers
+    (so that size mutations reach the API); None to keep the poem model's."""
+    try:
+        info = json.loads(metadata)
+    except ValueError:
+        return None, None
+    if not isinstance(info, dict):
+        return None, None
+    vocabulary, hidden = info.get("vocabulary_size"), info.get("hidden_dim")
+    vocabulary = vocabulary if plain_int(vocabulary) and 2 <= vocabulary <= 5000 else None
+    hidden = hidden if plain_int(hidden) and 1 <= hidden <= 64 else None
+    return vocabulary, hidden
+
+
+def exercise(model):
+    """Every API call of an accepted model: each returns or ends in one SamplerInputError line."""
+    from export.onnx_sample import SamplerInputError
+
+    first = model.tokens[-1]
+    calls = {
+        "sample": lambda: model.sample(2, seed=1),
+        "complete": lambda: model.complete([[model.start_token]], [1], seed=1),
+        "greedy": lambda: model.greedy([[model.start_token], [model.start_token]], [0, 1]),
+        "acrostic": lambda: model.acrostic([first * 4, first * 4]),
+        "decode": lambda: model.decode([[0, model.vocabulary_size - 1]]),
+    }
+    for name, call in calls.items():
+        try:
+            result = call()
+        except SamplerInputError as error:
+            assert one_line(str(error)), str(error)
+            event(f"{name}: one-line error")
+            continue
+        event(f"{name}: ok")
+        if name != "decode":
+            assert result["ids"].shape == (2 if name != "complete" else 1, model.sequence_length)
+            ids = result["ids"]
+            assert ((ids >= 0) & (ids < model.vocabulary_size)).all()
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    metadata=st.sampled_from(
+        ["near-valid"] * 4 + ["text", "any JSON"]
+    ).flatmap(  # mostly near-valid: these reach the API
+        lambda kind: {
+            "near-valid": mutated_metadata().map(json.dumps),
+            "text": st.text(max_size=40),
+            "any JSON": JSON_VALUES.map(json.dumps),
+        }[kind]
+    )
+)
 def test_any_metadata_text_loads_or_ends_in_one_line(metadata):
     import shutil
     import tempfile
 
-    from export_runs import model_folder
+    from export_runs import POEM_TOKENS, model_folder
 
     from export.onnx_sample import OnnxSampler, SamplerInputError
 
+    vocabulary, hidden = sizes_of(metadata)
+    tokens = POEM_TOKENS
+    if vocabulary is not None and vocabulary != len(POEM_TOKENS):  # single characters, so acrostics can run
+        tokens = (POEM_TOKENS + [chr(0x4E00 + index) for index in range(vocabulary)])[:vocabulary]
     root = tempfile.mkdtemp()
     try:
-        model = model_folder(f"{root}/model", metadata)
+        model = model_folder(
+            f"{root}/model",
+            metadata,
+            emitted=min(4, len(tokens) - 1),
+            tokens=tokens,
+            hidden_dim=hidden,
+            vocabulary_size=len(tokens),
+        )
         try:
-            sampled = OnnxSampler(model).sample(2)
+            loaded = OnnxSampler(model)
         except SamplerInputError as error:
             assert one_line(str(error)), str(error)
             event("one-line error")
             return
-        event("sampled")
-        assert sampled["ids"].shape[0] == 2
+        event("loaded")
+        exercise(loaded)
     finally:
         shutil.rmtree(root)
 
