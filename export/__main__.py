@@ -32,11 +32,14 @@ def _interrupted(signum, frame):
     wherever the interpreter happens to be, also inside a C extension calling
     back into Python, where TensorFlow turns it into a SystemError traceback.
     """
+    # The pipeline may still be importing (a signal at start-up): its functions may not exist yet.
     pipeline = sys.modules.get("export.pipeline")
-    if pipeline is not None and pipeline.defer_signal(signum):
+    defer = getattr(pipeline, "defer_signal", None)
+    if defer is not None and defer(signum):
         return  # during the commit's renames: raised again once the export is in place
-    if pipeline is not None:
-        pipeline.remove_temporary_folders()
+    remove = getattr(pipeline, "remove_temporary_folders", None)
+    if remove is not None:
+        remove()
     print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 

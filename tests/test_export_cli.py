@@ -405,3 +405,20 @@ def test_a_2_000_000_row_request_is_refused_in_little_memory(poem_export):
     for line, input_name in zip(answers, expected.values()):
         assert f"{input_name}: the number of rows must be in [1, 1000000]" in line, line
     assert int(peak_kib) < 2 * 1024 * 1024, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
+
+
+def test_a_signal_while_the_pipeline_is_still_importing_ends_in_one_line():
+    """SIGTERM at start-up, while export.pipeline is partially imported (its
+    functions not defined yet): still one line and 128 + 15, no traceback."""
+    script = (
+        "import sys, types\n"
+        "sys.modules['export.pipeline'] = types.ModuleType('export.pipeline')  # as mid-import\n"
+        "import export.__main__ as cli\n"
+        "cli._interrupted(15, None)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 128 + 15, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "Traceback"))]
+    assert lines == ["error: interrupted by SIGTERM; no temporary folder left"], result.stderr[-2000:]
