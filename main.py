@@ -9,6 +9,10 @@ import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # TensorFlow's native start-up lines ignore that variable: filter them (tfseqgan/quiet.py)
+    from tfseqgan.quiet import filter_native_stderr
+
+    filter_native_stderr()
 
 
 def _stop_while_starting(signum, frame):
@@ -198,6 +202,15 @@ _section(
     "num_discriminator_eval_samples",
 )
 
+
+# Objective
+flags.DEFINE_enum(
+    "objective",
+    "seqgan",
+    ["seqgan"],
+    "The adversarial method: seqgan (policy gradient with Monte-Carlo rollout rewards; the paper).",
+)
+_section("Objective", "objective")
 
 # Variants (defaults: the paper)
 flags.DEFINE_enum(
@@ -444,7 +457,7 @@ def _run(received):
     from tfseqgan import distribute, report
     from tfseqgan.checkpoints import describe
     from tfseqgan.text import VOCABULARY_FILE, CorpusError
-    from tfseqgan.trainer import SeqGANTrainer, TrainingError, TrainingInterrupted
+    from tfseqgan.training.loop import Trainer, TrainingError, TrainingInterrupted
 
     try:  # first: multi-worker and TPU strategies set up the runtime before any op runs
         strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.devices, FLAGS.tpu)
@@ -464,7 +477,7 @@ def _run(received):
         if text_config.dataset != "synthetic":
             corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
             print(corpus.summary())
-        trainer = SeqGANTrainer(model, oracle, train, run, corpus=corpus, text_config=text_config, strategy=strategy)
+        trainer = Trainer(model, oracle, train, run, corpus=corpus, text_config=text_config, strategy=strategy)
         if not run.resume:
             trainer.restore_or_start()  # raises the one-line refusal when the directory holds checkpoints
         os.makedirs(run.run_dir, exist_ok=True)

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # noqa: E402
 
 from tfseqgan import config, distribute  # noqa: E402
-from tfseqgan.trainer import SeqGANTrainer  # noqa: E402
+from tfseqgan.training.loop import Trainer  # noqa: E402
 
 # REFERENCE.md: the original TF1 code and TextGAN-PyTorch on a 2-core machine.
 REFERENCE_SECONDS = {
@@ -83,7 +83,7 @@ def main():
     train = config.TrainConfig(
         jit_compile=args.jit_compile, mixed_precision=args.mixed_precision, reward_precision=args.reward_precision
     )
-    trainer = SeqGANTrainer(
+    trainer = Trainer(
         config.ModelConfig(),
         config.OracleConfig(weights_path=args.oracle_weights),
         train,
@@ -103,7 +103,7 @@ def main():
     work = {
         "sample_9984": (lambda: trainer.sample(9984).numpy(), args.repeats),
         "mle_epoch": (lambda: trainer.run_mle_epoch(1), args.repeats),
-        "adversarial_generator_step": (lambda: trainer.run_generator_step(1), args.repeats),
+        "adversarial_generator_step": (lambda: trainer.objective.run_generator_step(1), args.repeats),
         "discriminator_round": (
             lambda: trainer.run_discriminator_round(9984, 3, "bench", 1),
             args.discriminator_repeats,
@@ -134,7 +134,7 @@ def main():
         "jit_compile": args.jit_compile,
         "mixed_precision": args.mixed_precision or "float32",
         "reward_precision": args.reward_precision,
-        "reward_dtype": (trainer.reward_dtype or tf.as_dtype(trainer.discriminator.compute_dtype)).name,
+        "reward_dtype": (trainer.objective.reward_dtype or tf.as_dtype(trainer.discriminator.compute_dtype)).name,
         "strategy": args.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "devices": [d.name for d in tf.config.list_logical_devices()],

@@ -12,6 +12,10 @@ import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # TensorFlow's native start-up lines ignore that variable: filter them (tfseqgan/quiet.py)
+    from tfseqgan.quiet import filter_native_stderr
+
+    filter_native_stderr()
 
 from absl import app, flags, logging  # noqa: E402
 

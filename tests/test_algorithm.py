@@ -22,7 +22,8 @@ from conftest import dominate, log_softmax, softmax, tiny_configs
 from test_oracle import numpy_oracle_logits
 
 from tfseqgan import checkpoints, oracle
-from tfseqgan.trainer import ROLLOUT_STARTED_KEY, SeqGANTrainer, TrainingInterrupted
+from tfseqgan.objectives.seqgan import ROLLOUT_STARTED_KEY
+from tfseqgan.training.loop import Trainer, TrainingInterrupted
 
 RATE = 0.8  # the paper's --rollout_update_rate
 
@@ -30,7 +31,7 @@ RATE = 0.8  # the paper's --rollout_update_rate
 def make_trainer(run_dir, resume=False, log=None, oracle_overrides=None, **overrides):
     model, oracle_config, train, run = tiny_configs(run_dir, resume, **overrides)
     oracle_config = dataclasses.replace(oracle_config, **(oracle_overrides or {}))
-    return SeqGANTrainer(model, oracle_config, train, run, log=log or (lambda *args: None))
+    return Trainer(model, oracle_config, train, run, log=log or (lambda *args: None))
 
 
 def weights_of(model):
@@ -45,19 +46,19 @@ class RolloutSpy:
     def __init__(self, trainer):
         self.at_rewards = []  # (beta, theta) at each reward computation
         self.updates = []  # (beta before, theta, beta after) of each update
-        rewards, update = trainer.rewards, trainer.update_rollout
+        rewards, update = trainer.objective.rewards, trainer.objective.update_rollout
 
         def spy_rewards(*args):
-            self.at_rewards.append((weights_of(trainer.rollout_policy), weights_of(trainer.generator)))
+            self.at_rewards.append((weights_of(trainer.objective.rollout_policy), weights_of(trainer.generator)))
             return rewards(*args)
 
         def spy_update():
-            before, theta = weights_of(trainer.rollout_policy), weights_of(trainer.generator)
+            before, theta = weights_of(trainer.objective.rollout_policy), weights_of(trainer.generator)
             update()
-            self.updates.append((before, theta, weights_of(trainer.rollout_policy)))
+            self.updates.append((before, theta, weights_of(trainer.objective.rollout_policy)))
 
-        trainer.rewards = spy_rewards
-        trainer.update_rollout = spy_update
+        trainer.objective.rewards = spy_rewards
+        trainer.objective.update_rollout = spy_update
 
 
 def assert_weights_equal(actual, expected):
@@ -77,7 +78,7 @@ SCHEDULE = dict(adversarial_iterations=2, generator_steps=2)
 def uninterrupted(tmp_path_factory):
     """A whole tiny run (2 adversarial iterations of 2 generator steps) at the paper's rate, spied on."""
     trainer = make_trainer(tmp_path_factory.mktemp("uninterrupted"), rollout_update_rate=RATE, **SCHEDULE)
-    initial_beta = weights_of(trainer.rollout_policy)
+    initial_beta = weights_of(trainer.objective.rollout_policy)
     spy = RolloutSpy(trainer)
     trainer.run()
     return trainer, spy, initial_beta
@@ -89,7 +90,7 @@ def test_rollout_policy_starts_from_the_pretrained_generator_and_follows_it(rate
         trainer, spy, initial_beta = uninterrupted
     else:
         trainer = make_trainer(tmp_path, rollout_update_rate=rate, **SCHEDULE)
-        initial_beta = weights_of(trainer.rollout_policy)
+        initial_beta = weights_of(trainer.objective.rollout_policy)
         spy = RolloutSpy(trainer)
         trainer.run()
     steps = SCHEDULE["adversarial_iterations"] * SCHEDULE["generator_steps"]
@@ -112,7 +113,7 @@ def test_rollout_policy_starts_from_the_pretrained_generator_and_follows_it(rate
             assert_weights_equal(after, theta)
     if rate == RATE:  # beta lags theta
         assert differ(spy.at_rewards[-1][0], spy.at_rewards[-1][1])
-    assert_weights_equal(weights_of(trainer.rollout_policy), spy.updates[-1][2])
+    assert_weights_equal(weights_of(trainer.objective.rollout_policy), spy.updates[-1][2])
 
 
 def resume_copy(source, destination, log=None, **overrides):
@@ -195,13 +196,13 @@ def test_a_stop_during_the_first_iteration_does_not_copy_beta_again(resumed_chai
     shutil.copytree(resumed_chain[0] / "pretrained", tmp_path / "run")
     trainer = make_trainer(tmp_path / "run", resume=True, rollout_update_rate=RATE, **SCHEDULE)
     spy = RolloutSpy(trainer)
-    update = trainer.update_rollout
+    update = trainer.objective.update_rollout
 
     def stop_after_the_first_update():
         update()
         trainer.request_stop()
 
-    trainer.update_rollout = stop_after_the_first_update
+    trainer.objective.update_rollout = stop_after_the_first_update
     with pytest.raises(TrainingInterrupted):
         trainer.run()
     assert int(trainer.adversarial_iteration) == 0 and len(spy.updates) == 1
@@ -228,12 +229,12 @@ def test_rollout_rewards_come_from_the_rollout_policy_not_the_generator(tmp_path
     trainer = make_trainer(tmp_path)
     trainer.make_data()
     tokens = trainer.sample(16, seed=[1, 2])
-    seed, reals = tf.constant([3, 4], tf.int64), trainer.real_batch()
-    before = trainer.rewards(tokens, seed, reals).numpy()
+    seed, reals = tf.constant([3, 4], tf.int64), trainer.objective.real_batch()
+    before = trainer.objective.rewards(tokens, seed, reals).numpy()
     perturbed(trainer.generator, 0)  # theta moves: the same rewards
-    np.testing.assert_array_equal(trainer.rewards(tokens, seed, reals).numpy(), before)
-    perturbed(trainer.rollout_policy, 1)  # beta moves: other completions, other prefix rewards
-    after = trainer.rewards(tokens, seed, reals).numpy()
+    np.testing.assert_array_equal(trainer.objective.rewards(tokens, seed, reals).numpy(), before)
+    perturbed(trainer.objective.rollout_policy, 1)  # beta moves: other completions, other prefix rewards
+    after = trainer.objective.rewards(tokens, seed, reals).numpy()
     assert not np.allclose(after[:, :-1], before[:, :-1])
     np.testing.assert_array_equal(after[:, -1], before[:, -1])  # the last token's: D of the whole sequence
 

@@ -14,14 +14,14 @@ from conftest import REPO_ROOT, tiny_configs
 from test_main import TINY_FLAGS, environment
 
 from tfseqgan import distribute
-from tfseqgan import trainer as trainer_lib
-from tfseqgan.trainer import SeqGANTrainer
+from tfseqgan.objectives import seqgan as seqgan_objective
+from tfseqgan.training.loop import Trainer
 
 TIMEOUT_S = 300  # a hang guard; each check takes well under a minute alone
 
 
 def quiet_trainer(run_dir, **overrides):
-    return SeqGANTrainer(*tiny_configs(run_dir, **overrides), log=lambda *args: None)
+    return Trainer(*tiny_configs(run_dir, **overrides), log=lambda *args: None)
 
 
 def test_mirrored_over_two_cpus_matches_one_device_and_checkpoints_cross_strategies(tmp_path):
@@ -128,16 +128,16 @@ def test_every_step_compiles_under_xla(tmp_path):
         trainer.mle_step(tokens)
     for a, b in zip(plain.generator.weights, xla.generator.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
-    assert xla.mean_token_nll(tokens) == pytest.approx(plain.mean_token_nll(tokens), abs=1e-5)
+    assert xla.evaluator.mean_token_nll(tokens) == pytest.approx(plain.evaluator.mean_token_nll(tokens), abs=1e-5)
     # D's dropout draws other (still seeded) random numbers under XLA: only check it trains.
     before = [w.numpy() for w in xla.discriminator.trainable_weights]
     loss, accuracy = xla.discriminator_step(tokens, labels, seed)
     assert np.isfinite(float(loss)) and 0.0 <= float(accuracy) <= 1.0
     assert any(not np.array_equal(w.numpy(), b) for w, b in zip(xla.discriminator.trainable_weights, before))
-    rewards = xla.rewards(tokens, seed, xla.real_batch())
+    rewards = xla.objective.rewards(tokens, seed, xla.objective.real_batch())
     assert tuple(rewards.shape) == (16, 6)
     assert np.all((rewards.numpy() >= 0) & (rewards.numpy() <= 1))
-    assert np.isfinite(float(xla.policy_gradient_step(tokens, rewards)))
+    assert np.isfinite(float(xla.objective.policy_gradient_step(tokens, rewards)))
     samples = xla.sample(32, seed=[3, 4]).numpy()
     assert samples.shape == (32, 6) and samples.min() >= 0 and samples.max() < 20
     np.testing.assert_array_equal(xla.sample(32, seed=[3, 4]).numpy(), samples)  # seeded under XLA too
@@ -213,10 +213,10 @@ def test_bfloat16_matrix_units_are_read_from_the_cpu_flags(tmp_path, flags, expe
 
 def test_reward_precision_resolves_per_flag_and_hardware():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    assert trainer_lib.reward_dtype("float32", "", strategy) == tf.float32
-    assert trainer_lib.reward_dtype("bfloat16", "", strategy) == tf.bfloat16
-    assert trainer_lib.reward_dtype("auto", "float16", strategy) is None  # the compute dtype
-    auto = trainer_lib.reward_dtype("auto", "", strategy)
+    assert seqgan_objective.reward_dtype("float32", "", strategy) == tf.float32
+    assert seqgan_objective.reward_dtype("bfloat16", "", strategy) == tf.bfloat16
+    assert seqgan_objective.reward_dtype("auto", "float16", strategy) is None  # the compute dtype
+    auto = seqgan_objective.reward_dtype("auto", "", strategy)
     assert auto == (tf.bfloat16 if distribute.cpu_has_bfloat16_matrix_units() else None)
     with pytest.raises(ValueError, match="--reward_precision=half"):
-        trainer_lib.reward_dtype("half", "", strategy)
+        seqgan_objective.reward_dtype("half", "", strategy)

@@ -24,7 +24,7 @@ from conftest import REPO_ROOT, tiny_configs
 from test_main import PARALLEL_PROCESSES, RUN_TIMEOUT_S, TINY_FLAGS, environment, message_lines, numbers
 
 from tfseqgan import checkpoints, faults, metrics, runlock
-from tfseqgan.trainer import SeqGANTrainer, TrainingError
+from tfseqgan.training.loop import Trainer, TrainingError
 
 FLAGS = TINY_FLAGS + ["--noplot"]
 # The tiny schedule: 8 MLE batches an epoch, 8 D batches a round; checkpoints
@@ -84,7 +84,7 @@ def resumed_position(stdout):
 def quiet_trainer(run_dir, resume=False, log=None, checkpoints_to_keep=3, **overrides):
     model, oracle, train, run = tiny_configs(run_dir, resume, **overrides)
     run = dataclasses.replace(run, checkpoints_to_keep=checkpoints_to_keep)
-    return SeqGANTrainer(model, oracle, train, run, log=log or (lambda *args: None))
+    return Trainer(model, oracle, train, run, log=log or (lambda *args: None))
 
 
 @pytest.fixture(scope="module")

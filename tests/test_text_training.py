@@ -10,7 +10,7 @@ from test_main import PARALLEL_PROCESSES, RUN_TIMEOUT_S, TINY_FLAGS, message_lin
 
 from tfseqgan import bleu, text
 from tfseqgan.config import TextConfig
-from tfseqgan.trainer import SeqGANTrainer
+from tfseqgan.training.loop import Trainer
 
 LENGTH = 6
 
@@ -33,9 +33,7 @@ def text_run(tmp_path_factory):
     )
     model = dataclasses.replace(model, vocabulary_size=len(corpus.vocabulary), start_token=text.START_ID)
     text_config = TextConfig(dataset="text", num_bleu_samples=40, bleu_max_order=3)
-    trainer = SeqGANTrainer(
-        model, oracle, train_config, run, log=lambda *a: None, corpus=corpus, text_config=text_config
-    )
+    trainer = Trainer(model, oracle, train_config, run, log=lambda *a: None, corpus=corpus, text_config=text_config)
     history = trainer.run()
     return trainer, corpus, folder / "run", history
 
@@ -97,7 +95,12 @@ def test_rewards_see_completions_in_padded_form(text_run):
     from tfseqgan import rollout
 
     rollout.compute_rewards(
-        trainer.rollout_policy, spy, samples, 2, tf.constant([1, 1], tf.int64), postprocess=trainer._postprocess
+        trainer.objective.rollout_policy,
+        spy,
+        samples,
+        2,
+        tf.constant([1, 1], tf.int64),
+        postprocess=trainer.postprocess,
     )
     scored = tf.concat(seen, axis=0).numpy()
     np.testing.assert_array_equal(scored, text.pad_after_end(scored).numpy())
@@ -208,13 +211,13 @@ def test_trainer_rewards_fast_path_equals_plain_scoring_of_padded_completions(te
     trainer, _, _, _ = text_run
     samples = trainer.sample(8, seed=[7, 8])
     seed = tf.constant([2, 3], tf.int64)
-    fast = trainer.rewards(samples, seed, trainer.real_batch())
+    fast = trainer.objective.rewards(samples, seed, trainer.objective.real_batch())
     plain = rollout.compute_rewards(
-        trainer.rollout_policy,
+        trainer.objective.rollout_policy,
         trainer.discriminator.real_probability,
         samples,
         trainer.train_config.num_rollouts,
         seed,
-        postprocess=trainer._postprocess,
+        postprocess=trainer.postprocess,
     )
     np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)

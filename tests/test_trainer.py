@@ -1,4 +1,4 @@
-"""SeqGANTrainer on a tiny schedule: compiled steps, a whole run, resume, determinism, NaN handling."""
+"""Trainer on a tiny schedule: compiled steps, a whole run, resume, determinism, NaN handling."""
 
 import math
 import os
@@ -10,14 +10,14 @@ import tensorflow as tf
 from conftest import tiny_configs
 
 from tfseqgan import losses, metrics
-from tfseqgan.trainer import SeqGANTrainer, TrainingError
+from tfseqgan.training.loop import Trainer, TrainingError
 
 TIME = 6  # conftest.TINY_MODEL.sequence_length
 VOCAB = 20
 
 
 def quiet_trainer(run_dir, resume=False, **overrides):
-    return SeqGANTrainer(*tiny_configs(run_dir, resume, **overrides), log=lambda *args: None)
+    return Trainer(*tiny_configs(run_dir, resume, **overrides), log=lambda *args: None)
 
 
 def without_timings(records):
@@ -63,15 +63,15 @@ def test_steps_do_not_retrace_across_batch_sizes(tmp_path):
         assert np.isfinite(float(loss))
         d_loss, accuracy = trainer.discriminator_step(tokens, tf.constant(np.arange(batch) % 2, tf.int32), seed)
         assert np.isfinite(float(d_loss)) and 0.0 <= float(accuracy) <= 1.0
-        pg_loss = trainer.policy_gradient_step(tokens, tf.fill([batch, TIME], 0.5))
+        pg_loss = trainer.objective.policy_gradient_step(tokens, tf.fill([batch, TIME], 0.5))
         assert np.isfinite(float(pg_loss))
-        rewards = trainer.rewards(tokens, seed, trainer.real_batch())
+        rewards = trainer.objective.rewards(tokens, seed, trainer.objective.real_batch())
         assert tuple(rewards.shape) == (batch, TIME)
         samples = trainer.generate(tf.constant(batch, tf.int32), seed)
         assert tuple(samples.shape) == (batch, TIME)
         assert tuple(trainer.real_probability(tokens).shape) == (batch,)
-    trainer.update_rollout()
-    trainer.update_rollout()
+    trainer.objective.update_rollout()
+    trainer.objective.update_rollout()
     for name in (
         "mle_step",
         "discriminator_step",
@@ -81,7 +81,8 @@ def test_steps_do_not_retrace_across_batch_sizes(tmp_path):
         "real_probability",
         "update_rollout",
     ):
-        assert getattr(trainer, name).experimental_get_tracing_count() == 1, name
+        owner = trainer if hasattr(trainer, name) else trainer.objective  # the shared steps, or SeqGAN's
+        assert getattr(owner, name).experimental_get_tracing_count() == 1, name
 
 
 def test_mle_step_lowers_the_loss(tmp_path):
@@ -110,11 +111,11 @@ def test_update_rollout_uses_the_configured_rate(tmp_path):
     tokens = tokens_of(8, seed=4)
     for _ in range(3):
         trainer.mle_step(tokens)  # theta moves, beta stays
-    beta = [w.numpy() for w in trainer.rollout_policy.weights]
+    beta = [w.numpy() for w in trainer.objective.rollout_policy.weights]
     theta = [w.numpy() for w in trainer.generator.weights]
     assert not np.allclose(beta[0], theta[0])
-    trainer.update_rollout()
-    for new, old, current in zip(trainer.rollout_policy.weights, beta, theta):
+    trainer.objective.update_rollout()
+    for new, old, current in zip(trainer.objective.rollout_policy.weights, beta, theta):
         np.testing.assert_allclose(new.numpy(), 0.25 * old + 0.75 * current, rtol=1e-6, atol=1e-6)
 
 
@@ -152,10 +153,10 @@ def saved_state(trainer):
     """Every checkpointed value, keyed by owner and index (Keras may number the variable paths differently)."""
     state = {}
     for name in ("generator", "rollout_policy", "discriminator"):
-        for index, weight in enumerate(getattr(trainer, name).weights):
+        for index, weight in enumerate(trainer.checkpointed[name].weights):
             state[f"{name}/{index}"] = np.asarray(weight)
     for name in ("mle_optimizer", "pg_optimizer", "discriminator_optimizer"):
-        for index, variable in enumerate(getattr(trainer, name).variables):
+        for index, variable in enumerate(trainer.checkpointed[name].variables):
             state[f"{name}/{index}"] = np.asarray(variable)
     state["rng"] = trainer.rng.state.numpy()
     for name in ("mle_epoch", "discriminator_round", "adversarial_iteration"):
@@ -191,7 +192,7 @@ def test_resume_takes_the_learning_rates_of_the_new_flags(finished_run):
     )
     resumed.restore_or_start()
     assert float(resumed.mle_optimizer.learning_rate) == pytest.approx(0.02)
-    assert float(resumed.pg_optimizer.learning_rate) == pytest.approx(0.003)
+    assert float(resumed.objective.pg_optimizer.learning_rate) == pytest.approx(0.003)
     assert float(resumed.discriminator_optimizer.learning_rate) == pytest.approx(0.0005)
 
 
@@ -273,7 +274,7 @@ def test_nan_in_adversarial_phase_names_the_last_good_checkpoint(tmp_path):
         calls.append(tokens.shape[0])
         return tf.constant(float("nan"))
 
-    trainer.policy_gradient_step = nan_policy_gradient_step
+    trainer.objective.policy_gradient_step = nan_policy_gradient_step
     with pytest.raises(TrainingError) as error:
         trainer.run()
     assert calls == [16]
@@ -297,7 +298,7 @@ def test_oracle_file_of_the_wrong_size_is_refused(oracle_path, tmp_path):
     model, oracle_config, train, run = tiny_configs(tmp_path)
     oracle_config = dataclasses.replace(oracle_config, weights_path=str(oracle_path))
     with pytest.raises(ValueError) as error:
-        SeqGANTrainer(model, oracle_config, train, run, log=lambda *args: None)
+        Trainer(model, oracle_config, train, run, log=lambda *args: None)
     assert str(oracle_path) in str(error.value)
     assert "5000" in str(error.value) and "20" in str(error.value)
 
@@ -322,8 +323,10 @@ def test_bfloat16_rewards_stay_near_float32_rewards(tmp_path):
         trainer = quiet_trainer(tmp_path / precision, reward_precision=precision)
         trainer.make_data()
         tokens = tokens_of(16, seed=3)
-        rewards[precision] = trainer.rewards(tokens, tf.constant([5, 6], tf.int64), trainer.real_batch()).numpy()
-    assert trainer.reward_dtype == tf.bfloat16
+        rewards[precision] = trainer.objective.rewards(
+            tokens, tf.constant([5, 6], tf.int64), trainer.objective.real_batch()
+        ).numpy()
+    assert trainer.objective.reward_dtype == tf.bfloat16
     difference = np.abs(rewards["bfloat16"] - rewards["float32"])
     assert difference.max() < 0.01 and difference.max() > 0  # bfloat16 round-off, not another computation
     assert np.std(rewards["float32"]) > 1e-3

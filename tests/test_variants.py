@@ -9,7 +9,7 @@ from conftest import log_softmax, tiny_configs
 from tfseqgan import losses
 from tfseqgan.discriminator import Discriminator
 from tfseqgan.generator import Generator
-from tfseqgan.trainer import SeqGANTrainer
+from tfseqgan.training.loop import Trainer
 
 TIME = 6  # conftest.TINY_MODEL.sequence_length
 
@@ -180,7 +180,7 @@ def test_entropy_bonus_alone_raises_the_entropy(small_generator):
 
 # ------------------------------------------------------ in the trainer
 def quiet_trainer(run_dir, **overrides):
-    return SeqGANTrainer(*tiny_configs(run_dir, **overrides), log=lambda *args: None)
+    return Trainer(*tiny_configs(run_dir, **overrides), log=lambda *args: None)
 
 
 def test_paired_batches_hold_whole_real_fake_pairs(tmp_path):
@@ -200,9 +200,9 @@ def test_relativistic_runs_train_and_reward_in_unit_interval(tmp_path, d_loss):
     history = trainer.run()
     assert np.isfinite(history[-1]["d_loss"])
     samples = trainer.generate(tf.constant(8, tf.int32), tf.constant([1, 2], tf.int64))
-    reals = trainer.real_batch()
+    reals = trainer.objective.real_batch()
     assert reals.shape[0] == trainer.train_config.batch_size
-    rewards = trainer.rewards(samples, tf.constant([3, 4], tf.int64), reals).numpy()
+    rewards = trainer.objective.rewards(samples, tf.constant([3, 4], tf.int64), reals).numpy()
     assert rewards.shape == (8, TIME) and np.all((rewards >= 0) & (rewards <= 1))
     # The last position's reward is the whole sequence's, relative to the same reals.
     critic = trainer.discriminator.critic(samples)
@@ -214,20 +214,20 @@ def test_moving_average_baseline_is_updated_by_each_policy_gradient_step(tmp_pat
     trainer = quiet_trainer(tmp_path, reward_baseline="moving_average", baseline_decay=0.5)
     tokens = tf.constant(np.random.default_rng(7).integers(0, 20, (8, TIME)), tf.int32)
     first, second = tf.fill([8, TIME], 0.2), tf.fill([8, TIME], 0.6)
-    trainer.policy_gradient_step(tokens, first)
-    np.testing.assert_allclose(trainer.reward_baseline.numpy(), np.full(TIME, 0.2), rtol=1e-6)
-    trainer.policy_gradient_step(tokens, second)
-    np.testing.assert_allclose(trainer.reward_baseline.numpy(), np.full(TIME, 0.4), rtol=1e-6)
-    assert int(trainer.baseline_batches) == 2
+    trainer.objective.policy_gradient_step(tokens, first)
+    np.testing.assert_allclose(trainer.objective.reward_baseline.numpy(), np.full(TIME, 0.2), rtol=1e-6)
+    trainer.objective.policy_gradient_step(tokens, second)
+    np.testing.assert_allclose(trainer.objective.reward_baseline.numpy(), np.full(TIME, 0.4), rtol=1e-6)
+    assert int(trainer.objective.baseline_batches) == 2
     trainer.mle_step(tokens)  # MLE steps leave it alone
-    assert int(trainer.baseline_batches) == 2
+    assert int(trainer.objective.baseline_batches) == 2
 
 
 def test_a_batch_mean_baseline_makes_constant_rewards_a_zero_step(tmp_path):
     trainer = quiet_trainer(tmp_path, reward_baseline="batch_mean")
     before = [v.numpy().copy() for v in trainer.generator.trainable_variables]
     tokens = tf.constant(np.random.default_rng(8).integers(0, 20, (8, TIME)), tf.int32)
-    loss = float(trainer.policy_gradient_step(tokens, tf.fill([8, TIME], 0.5)))  # an exact mean
+    loss = float(trainer.objective.policy_gradient_step(tokens, tf.fill([8, TIME], 0.5)))  # an exact mean
     assert loss == pytest.approx(0.0, abs=1e-6)  # every advantage is 0
     for old, variable in zip(before, trainer.generator.trainable_variables, strict=True):
         np.testing.assert_array_equal(variable.numpy(), old)

@@ -60,6 +60,7 @@ class TrainConfig:
     adversarial_eval_every: int = 5
     num_eval_samples: int = 9984
     num_discriminator_eval_samples: int = 1024
+    objective: str = "seqgan"  # the adversarial method, a key of tfseqgan.objectives.OBJECTIVES
     # Variants (the paper's choices are the defaults): D loss and reward, teacher
     # forcing, the policy gradient's baseline and entropy bonus.
     d_loss: str = "standard"  # "standard", "relativistic" (RSGAN) or "relativistic_average" (RaSGAN)

@@ -26,15 +26,15 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from conftest import tiny_configs  # noqa: E402
 
 from tfseqgan import distribute  # noqa: E402
-from tfseqgan.trainer import SeqGANTrainer  # noqa: E402
+from tfseqgan.training.loop import Trainer  # noqa: E402
 
 
 def trainer(strategy, run_dir, resume=False, **overrides):
-    return SeqGANTrainer(*tiny_configs(run_dir, resume, **overrides), log=lambda *a: None, strategy=strategy)
+    return Trainer(*tiny_configs(run_dir, resume, **overrides), log=lambda *a: None, strategy=strategy)
 
 
 def weights(t):
-    models = (t.generator, t.rollout_policy, t.discriminator)
+    models = (t.generator, t.objective.rollout_policy, t.discriminator)
     return [w.numpy() for m in models for w in m.weights]
 
 
@@ -69,20 +69,20 @@ def main(run_dir):
     result["discriminator_step"] = max_difference(single, multi)
 
     for name, t in (("single", single), ("mirrored", multi)):  # beta <- theta on every replica
-        t.start_rollout_policy()
+        t.objective.start_rollout_policy()
         result[f"rollout_copy_{name}"] = max(
             float(np.max(np.abs(np.asarray(b) - np.asarray(g))))
-            for beta, theta in zip(t.rollout_policy.weights, t.generator.weights)
+            for beta, theta in zip(t.objective.rollout_policy.weights, t.generator.weights)
             for b, g in zip(
                 t.strategy.experimental_local_results(beta.value), t.strategy.experimental_local_results(theta.value)
             )
         )
     for name, t in (("single", single), ("mirrored", multi)):
         samples = t.generate_per_replica(tf.constant(batch, tf.int32), tf.constant([5, 6], tf.int64))
-        rewards = t.rewards(samples, tf.constant([7, 8], tf.int64), t.real_batch())
-        losses[f"pg_{name}"] = float(t.policy_gradient_step(samples, rewards))
+        rewards = t.objective.rewards(samples, tf.constant([7, 8], tf.int64), t.objective.real_batch())
+        losses[f"pg_{name}"] = float(t.objective.policy_gradient_step(samples, rewards))
         losses[f"mean_reward_{name}"] = float(t.mean_over_replicas(rewards))
-        t.update_rollout()
+        t.objective.update_rollout()
         gathered = t.strategy.gather(samples, axis=0) if t.num_replicas > 1 else samples
         result[f"samples_{name}"] = gathered.numpy().tolist()
     result["adversarial_step"] = max_difference(single, multi)
