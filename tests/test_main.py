@@ -121,10 +121,13 @@ def test_flagfile_rerun_repeats_the_run(tiny_run, tmp_path):
     assert numbers(new_dir) == numbers(run_dir)
 
 
+TEXT_FILE = os.path.abspath(__file__)
 BAD_FLAGS = {
     "count_mismatch": (["--window_sizes=1,2", "--num_filters=4"], ["--window_sizes", "--num_filters"]),
     "window_too_long": (["--window_sizes=30", "--num_filters=4", "--sequence_length=6"], ["--window_sizes", "30"]),
     "missing_oracle": (["--oracle_weights=/nonexistent.npz"], ["--oracle_weights", "/nonexistent.npz"]),
+    # A plain text file (this module): refused as no .npz, not as "pickled (object) data" (np.load's words).
+    "text_oracle": ([f"--oracle_weights={TEXT_FILE}"], [TEXT_FILE, "not an .npz archive (it is a text file)"]),
     "zero_batch": (["--batch_size=0"], ["--batch_size"]),
 }
 

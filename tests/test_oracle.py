@@ -213,3 +213,41 @@ def test_load_non_npz_file_names_the_path(tmp_path, writer):
     with pytest.raises(ValueError) as error:
         oracle.load_oracle_arrays(str(path))
     assert str(path) in str(error.value)
+
+
+def write_pickle(path):
+    import pickle
+
+    path.write_bytes(pickle.dumps({"embedding": [[1.0]]}))
+
+
+@pytest.mark.parametrize(
+    "writer, what",
+    [
+        (write_text, "it is a text file"),
+        (write_npy, "it holds a single .npy array"),
+        (write_empty, "the file is empty"),
+        (write_pickle, "it does not start with a zip signature"),
+    ],
+)
+def test_load_file_that_is_no_zip_says_not_an_npz_archive(tmp_path, writer, what):
+    # np.load's own message for a text file talks about pickled object data.
+    path = tmp_path / "oracle.npz"
+    writer(path)
+    with pytest.raises(ValueError) as error:
+        oracle.load_oracle_arrays(str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: not an .npz archive (")
+    assert what in message
+    assert "pickle" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("writer", [write_truncated_npz, write_zip_without_arrays])
+def test_load_broken_zip_keeps_its_own_message(tmp_path, writer):
+    path = tmp_path / "oracle.npz"
+    writer(path)
+    with pytest.raises(ValueError) as error:
+        oracle.load_oracle_arrays(str(path))
+    assert str(path) in str(error.value)
+    assert "not an .npz archive" not in str(error.value)

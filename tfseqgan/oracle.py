@@ -22,6 +22,27 @@ def oracle_shapes(vocabulary_size, embedding_dim, hidden_dim):
     return shapes
 
 
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # what np.load takes for an .npz (a zip archive)
+NPY_MAGIC = b"\x93NUMPY"
+NPZ_HINT = "an oracle is the 15 named arrays saved with numpy.savez"
+
+
+def _what_instead(head):
+    """A few words on a file whose first bytes `head` are not those of a zip archive."""
+    if not head:
+        return "the file is empty"
+    if head.startswith(NPY_MAGIC):
+        return "it holds a single .npy array"
+    try:
+        head.decode("utf-8")
+        text = True
+    except UnicodeDecodeError as error:
+        text = error.start >= len(head) - 3  # only a character cut off at the end of `head`
+    if text and not any(byte < 32 and byte not in b"\t\n\r\f" for byte in head):
+        return "it is a text file"
+    return "it does not start with a zip signature"
+
+
 def load_oracle_arrays(path):
     """Reads the 15 arrays of an oracle `.npz`; never unpickles.
 
@@ -31,11 +52,16 @@ def load_oracle_arrays(path):
     if not os.path.isfile(path):
         raise ValueError(f"{path}: oracle weights file not found")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as error:  # EOFError, BadZipFile, pickled content, ...: all one message
+        with open(path, "rb") as stream:
+            head = stream.read(512)
+        # np.load takes any file that is neither a zip nor an .npy for a pickle: with allow_pickle=False
+        # it would call a text file "pickled (object) data". Say what the file is instead.
+        if head.startswith(ZIP_MAGICS):
+            archive = np.load(path, allow_pickle=False)
+    except Exception as error:  # OSError, EOFError, BadZipFile, ...: all one message
         raise ValueError(f"{path}: not a readable .npz of plain arrays ({type(error).__name__}: {error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of named arrays, found a single .npy array")
+    if not head.startswith(ZIP_MAGICS):
+        raise ValueError(f"{path}: not an .npz archive ({_what_instead(head)}); {NPZ_HINT}")
     try:
         with archive:
             arrays = {key: np.asarray(archive[key]) for key in archive.files}
