@@ -373,37 +373,6 @@ def build_configs():
     return model, oracle, train, run, text
 
 
-def load_corpus(text_config, model, train, run):
-    """The corpus of a text run (raises text.CorpusError), and the model
-    config with the vocabulary's size and <s> as the start token. A resumed
-    run keeps the vocabulary saved in its run directory."""
-    from tfseqgan import text
-
-    c = text_config
-    if c.dataset == "text":
-        train_path, test_path = c.train_file, c.test_file
-        tokenizer = c.tokenizer or "word"
-    else:
-        train_path, test_path = text.dataset_paths(c.data_dir, c.dataset)
-        tokenizer = c.tokenizer or text.DATASETS[c.dataset]["tokenizer"]
-    saved = os.path.join(run.run_dir, text.VOCABULARY_FILE)
-    vocabulary = text.Vocabulary.load(saved) if run.resume and os.path.isfile(saved) else None
-    corpus = text.load_corpus(
-        train_path,
-        test_path,
-        tokenizer,
-        model.sequence_length,
-        train.batch_size,
-        max_vocab_size=c.max_vocab_size,
-        min_count=c.min_count,
-        overlong=c.overlong,
-        name=c.dataset,
-        vocabulary=vocabulary,
-    )
-    model = config_lib.dataclasses.replace(model, vocabulary_size=len(corpus.vocabulary), start_token=text.START_ID)
-    return corpus, model
-
-
 def resolved_flags_text():
     """The run's flags as a flagfile, grouped by section."""
     lines = ["# Resolved flags of this run; repeat it with --flagfile=<this file>."]
@@ -412,13 +381,6 @@ def resolved_flags_text():
         for name in names:
             lines.append(FLAGS[name].serialize())
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
 
 
 def parse_flags(argv):
@@ -442,7 +404,7 @@ def main(argv):
 
 def _run(received):
     """main() after its argument check; `received` collects the signals."""
-    from tfseqgan import faults, runlock
+    from tfseqgan import faults
 
     try:
         faults.from_environment()  # test-only fault injection; nothing unless TFSEQGAN_FAULT is set
@@ -453,65 +415,27 @@ def _run(received):
 
     import tensorflow as tf
 
-    from export.restore import write_model_json
-    from tfseqgan import distribute, report
+    from tfseqgan import distribute, runlock
     from tfseqgan.checkpoints import describe
-    from tfseqgan.text import VOCABULARY_FILE, CorpusError
-    from tfseqgan.training.loop import Trainer, TrainingError, TrainingInterrupted
+    from tfseqgan.text import CorpusError
+    from tfseqgan.training.loop import TrainingError, TrainingInterrupted
+    from tfseqgan.training.session import Session
 
     try:  # first: multi-worker and TPU strategies set up the runtime before any op runs
         strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.devices, FLAGS.tpu)
     except (ValueError, RuntimeError) as error:
         print(f"error: --strategy={FLAGS.strategy}: {error}", file=sys.stderr)
         return 2
-    chief = distribute.is_chief(strategy)  # only the chief locks and writes the run directory
+    chief = distribute.is_chief(strategy)
     if strategy.num_replicas_in_sync > 1 or not chief:
         print(
             f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas; this process: "
             f"{distribute.worker_name(strategy)}{' (chief)' if chief else ''}"
         )
-    corpus = trainer = None
+    session = Session()
+    session.signals = received
     try:
-        # An existing run directory is locked at once, so a second run is refused before any work.
-        lock = runlock.acquire(run.run_dir) if chief and os.path.isdir(run.run_dir) else None
-        if text_config.dataset != "synthetic":
-            corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
-            print(corpus.summary())
-        trainer = Trainer(model, oracle, train, run, corpus=corpus, text_config=text_config, strategy=strategy)
-        if not run.resume:
-            trainer.restore_or_start()  # raises the one-line refusal when the directory holds checkpoints
-        os.makedirs(run.run_dir, exist_ok=True)
-        if chief:
-            lock = lock or runlock.acquire(run.run_dir)
-            write_atomically(os.path.join(run.run_dir, "flags.cfg"), resolved_flags_text())
-            if corpus is not None:
-                corpus.vocabulary.save(os.path.join(run.run_dir, VOCABULARY_FILE))
-            write_model_json(
-                run.run_dir,
-                trainer.generator,
-                "ids" if corpus is None else corpus.tokenizer,
-                trainer.end_token,
-                text_config.dataset,
-            )
-
-        def stop(signum, frame):
-            received.append(signum)
-            trainer.request_stop()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, stop)
-        history = trainer.run()
-        if distribute.num_workers(strategy) > 1:
-            print(f"weights sha256 ({distribute.worker_name(strategy)}): {trainer.weights_digest()}")
-        if not chief:
-            return 0
-        real = trainer.real_text_record
-        table = report.format_table(history, real)
-        print("\n" + table)
-        write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
-        if run.write_plot and history:
-            path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
-            print(f"plot: {path}")
+        history = session.train(model, oracle, train, run, text_config, strategy, resolved_flags_text())
     except TrainingInterrupted as interrupted:
         print(f"interrupted: {interrupted}; continue with --resume --run_dir={run.run_dir}", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
@@ -519,9 +443,13 @@ def _run(received):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (OSError, tf.errors.OpError) as error:  # a full disk, a file that cannot be written, ...
-        latest = trainer.checkpoint_manager.latest_checkpoint if trainer else None
-        print(f"error: {describe(error)}. Last good checkpoint: {latest or 'none yet'}", file=sys.stderr)
+        print(
+            f"error: {describe(error)}. Last good checkpoint: {session.last_checkpoint() or 'none yet'}",
+            file=sys.stderr,
+        )
         return 1
+    if history is None:  # a worker that is not the chief
+        return 0
     print(f"run directory: {run.run_dir}")
     if FLAGS.export:
         from export.pipeline import export_run, summary_lines

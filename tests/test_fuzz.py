@@ -20,6 +20,7 @@ from test_main import PARALLEL_PROCESSES, RUN_TIMEOUT_S, environment
 
 import main
 from tfseqgan import config, text
+from tfseqgan.training import session
 
 # Corpus bytes: pure noise, or lines of any text (some valid, some with control bytes, BOMs, bad UTF-8) joined.
 line_bytes = st.one_of(
@@ -78,7 +79,7 @@ def test_load_corpus_returns_a_corpus_or_one_line_error(scratch, train, test, to
     model = config.ModelConfig(sequence_length=6, window_sizes=(1, 2), num_filters=(2, 2))
     run = config.RunConfig(run_dir=str(scratch / "no_run"))
     try:
-        corpus, model = main.load_corpus(text_config, model, config.TrainConfig(batch_size=2), run)
+        corpus, model = session.load_corpus(text_config, model, config.TrainConfig(batch_size=2), run)
     except ValueError as error:  # CorpusError is one; main prints both as "error: ..."
         assert isinstance(error, text.CorpusError) and one_line(str(error)), repr(error)
         event("one-line error")

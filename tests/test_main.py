@@ -99,6 +99,15 @@ def test_tiny_run_succeeds_and_writes_its_files(tiny_run):
     assert "NLL-oracle" in result.stdout
 
 
+def test_tiny_run_prints_no_tensorflow_start_up_noise(tiny_run):
+    # TensorFlow logs through Abseil before TF_CPP_MIN_LOG_LEVEL applies; main.py filters those lines.
+    _, result = tiny_run
+    assert result.returncode == 0
+    for marker in ("absl::InitializeLog", "cuInit", "oneDNN", "cudart_stub"):
+        assert marker not in result.stderr, result.stderr[:2000]
+    assert result.stdout.splitlines()[0].startswith("[mle 0] nll_oracle"), result.stdout[:500]
+
+
 def test_flags_cfg_records_the_resolved_flags(tiny_run):
     run_dir, result = tiny_run
     assert result.returncode == 0

@@ -335,3 +335,14 @@ def test_bfloat16_rewards_stay_near_float32_rewards(tmp_path):
 def test_an_unknown_reward_precision_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--reward_precision=float8"):
         quiet_trainer(tmp_path, reward_precision="float8")
+
+
+def test_resume_of_a_directory_without_checkpoints_says_a_new_run_starts(tmp_path):
+    lines = []
+    run_dir = tmp_path / "mistyped"
+    trainer = Trainer(*tiny_configs(run_dir, True), log=lines.append)
+    assert trainer.restore_or_start() is None
+    assert lines == [f"--resume: nothing to resume in {run_dir} (no checkpoint); a new run starts"]
+    fresh = []
+    Trainer(*tiny_configs(tmp_path / "fresh", False), log=fresh.append).restore_or_start()
+    assert fresh == []  # without --resume there is nothing to say
