@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfseqgan import checkpoints, distribute, faults, losses, metrics, oracle, text
+from tfseqgan import checkpoints, distribute, faults, metrics, oracle, text
 from tfseqgan.config import TextConfig
 from tfseqgan.discriminator import Discriminator
 from tfseqgan.generator import Generator
@@ -29,7 +29,7 @@ from tfseqgan.objectives import OBJECTIVES
 from tfseqgan.optimizers import FusedAdam
 from tfseqgan.training.evaluation import Evaluator
 from tfseqgan.training.replicas import Replicas
-from tfseqgan.training.steps import Steps
+from tfseqgan.training.steps import Steps, check_discriminator_options
 
 PHASES = ("mle", "discriminator", "adversarial")
 
@@ -49,17 +49,6 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, checkpoint):
         super().__init__(f"stopped on request; checkpoint written to {checkpoint}")
         self.checkpoint = checkpoint
-
-
-def _check_discriminator_options(t, replicas):
-    """Raises ValueError naming the flag for a D setting that cannot run."""
-    if t.d_loss not in losses.D_LOSSES:
-        raise ValueError(f"--d_loss={t.d_loss}: expected one of {', '.join(losses.D_LOSSES)}")
-    if t.d_loss != "standard" and (t.batch_size // replicas) % 2:
-        raise ValueError(
-            f"--d_loss={t.d_loss} trains D on (real, generated) pairs: --batch_size={t.batch_size} must give "
-            f"each of the {replicas} replicas an even number of rows"
-        )
 
 
 def _finite(value):
@@ -112,7 +101,7 @@ class Trainer:
             if train_config.objective not in OBJECTIVES:
                 raise ValueError(f"--objective={train_config.objective}: expected one of {', '.join(OBJECTIVES)}")
             objective = OBJECTIVES[train_config.objective]
-        _check_discriminator_options(train_config, self.num_replicas)
+        check_discriminator_options(train_config, self.num_replicas)
         self.model_config = model_config
         self.oracle_config = oracle_config
         self.train_config = train_config

@@ -17,6 +17,17 @@ def token_mask_total(mask):
     return tf.maximum(distribute.all_sum(tf.reduce_sum(mask)), 1.0)
 
 
+def check_discriminator_options(t, replicas):
+    """Raises ValueError naming the flag for a D setting that cannot run."""
+    if t.d_loss not in losses.D_LOSSES:
+        raise ValueError(f"--d_loss={t.d_loss}: expected one of {', '.join(losses.D_LOSSES)}")
+    if t.d_loss != "standard" and (t.batch_size // replicas) % 2:
+        raise ValueError(
+            f"--d_loss={t.d_loss} trains D on (real, generated) pairs: --batch_size={t.batch_size} must give "
+            f"each of the {replicas} replicas an even number of rows"
+        )
+
+
 class Steps:
     """The shared steps of a run, compiled once.
 
