@@ -18,6 +18,30 @@ if __name__ == "__main__":  # TensorFlow's native start-up lines ignore that var
 def _stop_while_starting(signum, frame):
     """SIGINT/SIGTERM before training has begun: nothing to save, so exit at once."""
     print(f"interrupted: stopped while starting (signal {signum}); nothing to save", file=sys.stderr, flush=True)
+    quiet = sys.modules.get("tfseqgan.quiet")
+    if quiet is not None:
+        quiet.finish()  # the filtered stderr's last lines are out before the process ends
+    os._exit(128 + signum)
+
+
+def _stop_during_export(signum, frame):
+    """SIGINT/SIGTERM after training: the run is checkpointed; the export's temporary folder is removed."""
+    pipeline = sys.modules.get("export.pipeline")
+    defer = getattr(pipeline, "defer_signal", None)
+    if defer is not None and defer(signum):
+        return  # during the commit's renames: raised again once the export is in place
+    remove = getattr(pipeline, "remove_temporary_folders", None)
+    if remove is not None:
+        remove()
+    print(
+        f"interrupted: stopped during the export (signal {signum}); training is complete and checkpointed, "
+        f"export it with: python -m export --run_dir={FLAGS.run_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+    quiet = sys.modules.get("tfseqgan.quiet")
+    if quiet is not None:
+        quiet.finish()
     os._exit(128 + signum)
 
 
@@ -450,6 +474,8 @@ def _run(received):
         return 1
     if history is None:  # a worker that is not the chief
         return 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_during_export)
     print(f"run directory: {run.run_dir}")
     if FLAGS.export:
         from export.pipeline import export_run, summary_lines

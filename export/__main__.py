@@ -45,6 +45,9 @@ def _interrupted(signum, frame):
     if remove is not None:
         remove()
     print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)
+    quiet = sys.modules.get("tfseqgan.quiet")
+    if quiet is not None:
+        quiet.finish()  # the filtered stderr's last lines are out before the process ends
     os._exit(128 + signum)
 
 

@@ -13,6 +13,8 @@
 """
 
 import dataclasses
+import json
+import os
 import shutil
 
 import numpy as np
@@ -379,3 +381,34 @@ def test_evaluation_figures_equal_a_numpy_computation(tmp_path):
     assert abs(judged_real.mean() - (1.0 - judged_fake.mean())) > 2.0 / count
     assert record["d_accuracy_real"] == pytest.approx(judged_real.mean(), abs=1.01 / count)
     assert record["d_accuracy_fake"] == pytest.approx(judged_fake.mean(), abs=1.01 / count)
+
+
+CHECKPOINTS = os.path.join(os.path.dirname(__file__), "data", "checkpoints")
+
+
+@pytest.mark.parametrize("layout", ["before_rollout_started", "before_split"])
+def test_checkpoints_written_by_earlier_versions_resume(tmp_path, layout):
+    """Real checkpoints written by the old code (tests/data/checkpoints/make_checkpoint.py):
+    mid-adversarial, so their rollout policy is kept, every value comes back, and the run goes on."""
+    folder = os.path.join(CHECKPOINTS, layout)
+    with open(os.path.join(folder, "expected.json"), encoding="utf-8") as stream:
+        expected = json.load(stream)
+    run_dir = tmp_path / "run"
+    shutil.copytree(folder, run_dir / "checkpoints")
+    lines = []
+    trainer = Trainer(*tiny_configs(run_dir, True, adversarial_iterations=2), log=lines.append)
+    prefix = trainer.restore_or_start()
+    assert os.path.basename(prefix) == expected["checkpoint"]
+    assert trainer.weights_digest() == expected["weights_sha256"]  # generator, rollout policy, discriminator
+    assert [int(trainer.mle_epoch), int(trainer.discriminator_round), int(trainer.adversarial_iteration)] == [
+        expected["mle_epoch"],
+        expected["discriminator_round"],
+        expected["adversarial_iteration"],
+    ]
+    assert [int(x) for x in trainer.rng.state.numpy()] == expected["rng_state"]
+    assert bool(trainer.objective.rollout_started)  # mid-adversarial: beta is never copied again
+    warned = any("written mid-adversarial by a version" in line for line in lines)
+    assert warned == (layout == "before_rollout_started")
+    history = trainer.run()
+    assert [r["step"] for r in history if r["phase"] == "adversarial"] == [2]
+    assert os.path.basename(trainer.checkpoint_manager.latest_checkpoint) == "ckpt-5"

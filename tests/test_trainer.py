@@ -346,3 +346,27 @@ def test_resume_of_a_directory_without_checkpoints_says_a_new_run_starts(tmp_pat
     fresh = []
     Trainer(*tiny_configs(tmp_path / "fresh", False), log=fresh.append).restore_or_start()
     assert fresh == []  # without --resume there is nothing to say
+
+
+def test_the_checkpoint_holds_the_objects_the_steps_train(tmp_path):
+    trainer = quiet_trainer(tmp_path)
+    seqgan = trainer.objective
+    held = trainer.checkpointed
+    for name, live in (
+        ("generator", trainer.generator),
+        ("discriminator", trainer.discriminator),
+        ("mle_optimizer", trainer.mle_optimizer),
+        ("discriminator_optimizer", trainer.discriminator_optimizer),
+        ("rng", trainer.rng),
+        ("rollout_policy", seqgan.rollout_policy),
+        ("pg_optimizer", seqgan.pg_optimizer),
+        ("reward_baseline", seqgan.reward_baseline),
+        ("baseline_batches", seqgan.baseline_batches),
+        ("rollout_started", seqgan.rollout_started),
+    ):
+        assert held[name] is live, name
+    # The policy-gradient step updates what the checkpoint holds.
+    before = [w.numpy().copy() for w in held["generator"].trainable_variables]
+    seqgan.policy_gradient_step(tokens_of(8, seed=1), tf.fill([8, TIME], 0.5))
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, held["generator"].trainable_variables))
+    assert int(held["pg_optimizer"].iterations) == 1 and int(held["mle_optimizer"].iterations) == 0

@@ -16,9 +16,11 @@ class Objective:
     (`Replicas.gradients` and `Replicas.update`), never with `strategy.run`.
 
     Args:
-        trainer: the `training.loop.Trainer`; the objective is built inside
-            the strategy's scope, after the shared models and before the
-            checkpoint.
+        trainer: the `training.loop.Trainer`. The objective is built outside
+            the strategy's scope (open `trainer.strategy.scope()` for models
+            and optimizers; host variables go outside it), after the shared
+            models, optimizers, RNG, counters, steps and evaluator, and
+            before the checkpoint, which then holds `checkpointed()`.
     """
 
     name = ""

@@ -132,8 +132,15 @@ class Trainer:
         self.dtype_policy = f"mixed_{t.mixed_precision}" if t.mixed_precision else "float32"
         with self.strategy.scope():
             self._build_models(banned)
-        self.objective = objective(self)
-        self._build_rest()
+        self._build_state()
+        self.steps = Steps(self)
+        self.mle_step = self.steps.mle_step
+        self.discriminator_step = self.steps.discriminator_step
+        self.generate = self.steps.generate
+        self.real_probability = self.steps.real_probability
+        self.evaluator = Evaluator(self)
+        self.objective = objective(self)  # everything above exists for it
+        self._build_checkpoint()
 
     def _build_models(self, banned):
         m, t = self.model_config, self.train_config
@@ -189,14 +196,20 @@ class Trainer:
             )
         return oracle.build_oracle(arrays, m.sequence_length, m.start_token)
 
-    def _build_rest(self):
-        run_config = self.run_config
+    def _build_state(self):
         # The run's random state and counters are plain (host) variables, the
         # same on every worker: all workers draw the same seeds.
         self.rng = tf.random.Generator.from_seed(self.train_config.seed)
         self.mle_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="mle_epoch")
         self.discriminator_round = tf.Variable(0, dtype=tf.int64, trainable=False, name="discriminator_round")
         self.adversarial_iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="adversarial_iteration")
+        self.stop_requested = False
+        self.real_data = None
+        self.test_data = None
+        self.history = []
+        self.output_dir = self.run_config.run_dir  # non-chief workers write to a scratch folder instead
+
+    def _build_checkpoint(self):
         # What a checkpoint holds, by name (a name is the checkpoint's key).
         self.checkpointed = dict(
             generator=self.generator,
@@ -216,25 +229,18 @@ class Trainer:
                 if scale is not None
             },
         )
-        clash = set(self.checkpointed) & set(self.objective.checkpointed())
+        extra = self.objective.checkpointed()
+        clash = set(self.checkpointed) & set(extra)
         if clash:
             raise ValueError(f"objective {self.objective.name!r} checkpoints names the loop uses: {sorted(clash)}")
-        self.checkpointed.update(self.objective.checkpointed())
+        self.checkpointed.update(extra)
         self.checkpoint = tf.train.Checkpoint(**self.checkpointed)
         self.checkpoint_manager = checkpoints.open_manager(
-            self.checkpoint, os.path.join(run_config.run_dir, "checkpoints"), run_config.checkpoints_to_keep, self.log
+            self.checkpoint,
+            os.path.join(self.run_config.run_dir, "checkpoints"),
+            self.run_config.checkpoints_to_keep,
+            self.log,
         )
-        self.steps = Steps(self)
-        self.mle_step = self.steps.mle_step
-        self.discriminator_step = self.steps.discriminator_step
-        self.generate = self.steps.generate
-        self.real_probability = self.steps.real_probability
-        self.evaluator = Evaluator(self)
-        self.stop_requested = False
-        self.real_data = None
-        self.test_data = None
-        self.history = []
-        self.output_dir = run_config.run_dir  # non-chief workers write to a scratch folder instead
 
     def mask(self, tokens):
         """Positions that count in losses (batch, time) float32: all, or (text) up to the end token."""
@@ -485,7 +491,7 @@ class Trainer:
             if self.run_config.progress:
                 self.log(
                     f"adversarial iteration {iteration}/{t.adversarial_iterations}: "
-                    + " ".join(f"{k} {v:.4f}" for k, v in extra.items())
+                    + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
                     + f" ({time.perf_counter() - began:.1f} s)"
                 )
             if iteration % t.adversarial_eval_every == 0 or iteration == t.adversarial_iterations:
@@ -596,7 +602,12 @@ class Trainer:
             }
             # Records past the checkpoint (or of a phase that restarts at 0) are re-made.
             self.metrics_writer.truncate_after(lambda r: 0 < position[r["phase"]] and r["step"] <= position[r["phase"]])
-            self.history = metrics.read_metrics(self.metrics_writer.path)
+            if os.path.exists(self.metrics_writer.path):
+                self.history = metrics.read_metrics(self.metrics_writer.path)
+            else:
+                self.log(
+                    f"warning: {self.metrics_writer.path} is missing; the report covers the evaluations from here on"
+                )
         elif os.path.exists(self.metrics_writer.path):
             os.remove(self.metrics_writer.path)
         self.make_data()

@@ -86,7 +86,7 @@ class Session:
         if text_config.dataset != "synthetic":
             corpus, model = load_corpus(text_config, model, train, run)  # before anything is written
             log(corpus.summary())
-        trainer = Trainer(model, oracle, train, run, corpus=corpus, text_config=text_config, strategy=strategy)
+        trainer = Trainer(model, oracle, train, run, log=log, corpus=corpus, text_config=text_config, strategy=strategy)
         self.trainer = trainer
         if not run.resume:
             trainer.restore_or_start()  # raises the one-line refusal when the directory holds checkpoints
@@ -108,9 +108,12 @@ class Session:
             self.signals.append(signum)
             trainer.request_stop()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, stop)
-        history = trainer.run()
+        previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            history = trainer.run()
+        finally:  # a stop request means nothing once the trainer is done: the caller's handlers again
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if distribute.num_workers(strategy) > 1:
             log(f"weights sha256 ({distribute.worker_name(strategy)}): {trainer.weights_digest()}")
         if not chief:

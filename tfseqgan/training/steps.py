@@ -120,6 +120,7 @@ class Steps:
         def real_probability(tokens):
             return replicas.local(replicas.run(discriminator.real_probability, args=(tokens,)))
 
+        self._compiled_samplers = {}  # one compiled decoding loop per model, shared by its samplers
         self.mle_step = mle_step
         self.discriminator_step = discriminator_step
         self.real_probability = real_probability
@@ -136,13 +137,18 @@ class Steps:
         count, length = replicas.count, trainer.model_config.sequence_length
         static = replicas.jit_compile  # XLA needs the static-shape decoding loop
 
-        @replicas.compiled
-        def sample(rows, offset, seed):  # rows: (local, time) zeros, its shape static under XLA
-            local = tf.shape(rows)[0]
-            tokens = sampler.sample_free(
-                model, local, seed, row_offset=offset, num_rows=local * count, static_shapes=static
-            )
-            return trainer.postprocess(tokens)
+        if model.name not in self._compiled_samplers:
+
+            @replicas.compiled
+            def sample(rows, offset, seed):  # rows: (local, time) zeros, its shape static under XLA
+                local = tf.shape(rows)[0]
+                tokens = sampler.sample_free(
+                    model, local, seed, row_offset=offset, num_rows=local * count, static_shapes=static
+                )
+                return trainer.postprocess(tokens)
+
+            self._compiled_samplers[model.name] = sample
+        sample = self._compiled_samplers[model.name]
 
         def sample_replica(num_samples, seed):
             per_replica = (num_samples + count - 1) // count
