@@ -78,10 +78,10 @@ def main(run_dir):
             )
         )
     for name, t in (("single", single), ("mirrored", multi)):
-        samples = t.generate_per_replica(tf.constant(batch, tf.int32), tf.constant([5, 6], tf.int64))
+        samples = t.steps.generate_per_replica(tf.constant(batch, tf.int32), tf.constant([5, 6], tf.int64))
         rewards = t.objective.rewards(samples, tf.constant([7, 8], tf.int64), t.objective.real_batch())
         losses[f"pg_{name}"] = float(t.objective.policy_gradient_step(samples, rewards))
-        losses[f"mean_reward_{name}"] = float(t.mean_over_replicas(rewards))
+        losses[f"mean_reward_{name}"] = float(t.steps.mean_over_replicas(rewards))
         t.objective.update_rollout()
         gathered = t.strategy.gather(samples, axis=0) if t.num_replicas > 1 else samples
         result[f"samples_{name}"] = gathered.numpy().tolist()
