@@ -80,3 +80,15 @@ def test_an_unknown_objective_is_refused_naming_the_flag(tmp_path):
     model, oracle, train, run = tiny_configs(tmp_path, False)
     with pytest.raises(ValueError, match=r"--objective=gumbel: expected one of seqgan"):
         Trainer(model, oracle, dataclasses.replace(train, objective="gumbel"), run, log=lambda *a: None)
+
+
+def test_a_checkpoint_of_another_objective_is_refused_in_one_line(toy_run, tmp_path):
+    from tfseqgan.training.loop import TrainingError
+
+    _, _, _, _, run_dir = toy_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    seqgan = Trainer(*tiny_configs(copy, True, adversarial_iterations=3), log=lambda *a: None)
+    with pytest.raises(TrainingError, match=r"does not hold this run's objects \(--objective=seqgan") as error:
+        seqgan.restore_or_start()
+    assert "\n" not in str(error.value)

@@ -558,12 +558,24 @@ class Trainer:
         reader = tf.train.load_checkpoint(prefix)
         missing = [name for name, key in self.objective.added_later().items() if not reader.has_tensor(key)]
         if not missing:
-            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            self._restore_matched(self.checkpoint, prefix)
             return
         older = tf.train.Checkpoint(**{k: v for k, v in self.checkpointed.items() if k not in missing})
-        older.restore(prefix).assert_existing_objects_matched()
+        self._restore_matched(older, prefix)
         self.checkpoint.save_counter.assign(older.save_counter)  # later saves continue its numbering
         self.objective.upgrade(reader, prefix, missing)
+
+    def _restore_matched(self, checkpoint, prefix):
+        """Restores `prefix` into `checkpoint`; a checkpoint of another kind of
+        run (another --objective, other model sizes) is refused in one line."""
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise TrainingError(
+                f"{prefix} does not hold this run's objects (--objective={self.train_config.objective}; {reason}); "
+                f"resume with the flags it was written with ({os.path.join(self.run_config.run_dir, 'flags.cfg')})"
+            ) from None
 
     def _set_aside(self, broken, restored):
         """Moves broken checkpoints out of the way (`*.corrupt`), makes the
