@@ -208,7 +208,8 @@ class Discriminator(keras.Model):
         return config
 
     def call(self, tokens, training=False, dropout_seed=None, row_offset=0, num_rows=None):
-        """Logits (batch, 2) for (fake, real).
+        """Logits (batch, 2) for (fake, real) of token ids (batch, time) or of
+        distributions over the vocabulary (batch, time, vocabulary).
 
         With `dropout_seed` (shape-(2,) int) training uses stateless dropout
         driven by the caller's seed, so the trainer's checkpointed RNG owns
@@ -216,12 +217,21 @@ class Discriminator(keras.Model):
         mask of row b is row row_offset + b of a (num_rows, features) draw,
         so a batch split across replicas drops what it drops whole.
         """
-        embedded = self.embedding(tokens)  # (batch, time, embed)
+        embedded = self._embed(tokens)  # (batch, time, embed)
         pooled = [tf.reduce_max(conv(embedded), axis=1) for conv in self.convolutions]
         return self._logits_of_pooled(pooled, training, dropout_seed, row_offset, num_rows)
 
     def _embed(self, tokens, dtype=None):
-        """Token embeddings in `dtype` (default: the compute dtype)."""
+        """Embeddings (batch, time, embed) in `dtype` (default: the compute
+        dtype) of token ids (batch, time), or of distributions over the
+        vocabulary (batch, time, vocabulary), a float tensor: a vector v
+        embeds as v @ E, so a one-hot vector gives its id's embedding (what
+        the Gumbel-softmax and WGAN-GP objectives feed D)."""
+        tokens = tf.convert_to_tensor(tokens)
+        if tokens.dtype.is_floating:
+            dtype = self.embedding.compute_dtype if dtype is None else dtype
+            table = tf.cast(self.embedding.embeddings, dtype)
+            return tf.einsum("btv,ve->bte", tf.cast(tokens, dtype), table)
         if dtype is None or tf.as_dtype(dtype) == self.embedding.compute_dtype:
             return self.embedding(tokens)
         return tf.gather(tf.cast(self.embedding.embeddings, dtype), tokens)

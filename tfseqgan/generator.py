@@ -195,6 +195,16 @@ class Generator(keras.Model):
         hidden, (hidden, cell) = self.cell(inputs, [state[0], state[1]], training=training)
         return self.logits(hidden, output_weights), (hidden, cell)
 
+    def step_vectors(self, vectors, state, training=False, output_weights=None):
+        """`step` fed distributions over the vocabulary (batch, vocab) instead
+        of ids: the input embeds as vectors @ E (a one-hot vector gives its
+        id's embedding). The Gumbel-softmax generator feeds its relaxed
+        samples back this way, so gradients flow through them."""
+        table = tf.cast(self.embedding.embeddings, self.compute_dtype)
+        inputs = tf.matmul(tf.cast(vectors, self.compute_dtype), table)  # (batch, embed)
+        hidden, (hidden, cell) = self.cell(inputs, [state[0], state[1]], training=training)
+        return self.logits(hidden, output_weights), (hidden, cell)
+
     def decoding_step(self):
         """`step` with the output layer's weights read (and their bias folded
         in) once, for a decoding loop: `fn(tokens, state) -> (logits, state)`."""
