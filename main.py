@@ -231,10 +231,54 @@ _section(
 flags.DEFINE_enum(
     "objective",
     "seqgan",
-    ["seqgan"],
-    "The adversarial method: seqgan (policy gradient with Monte-Carlo rollout rewards; the paper).",
+    ["seqgan", "gumbel", "wgan_gp"],
+    "The adversarial method: seqgan (policy gradient with Monte-Carlo rollout rewards; the paper); gumbel "
+    "(Gumbel-softmax relaxed samples through D, RelGAN's training signal); wgan_gp (a critic with a gradient "
+    "penalty scores the generator's softmax outputs, Gulrajani et al. 2017).",
 )
-_section("Objective", "objective")
+flags.DEFINE_float(
+    "gumbel_max_inverse_temperature",
+    100.0,
+    "--objective=gumbel: the inverse temperature beta goes from 1 to this (RelGAN: 100 or 1000 on text).",
+    lower_bound=1.0,
+)
+flags.DEFINE_enum(
+    "gumbel_schedule",
+    "exponential",
+    ["exponential", "linear", "constant"],
+    "--objective=gumbel: beta over the adversarial iterations; exponential: max ** (i / N) (RelGAN).",
+)
+flags.DEFINE_float(
+    "adversarial_generator_learning_rate",
+    1e-4,
+    "--objective=gumbel: Adam learning rate of G's steps through D.",
+    lower_bound=0.0,
+)
+flags.DEFINE_integer(
+    "discriminator_steps", 5, "--objective=gumbel: D steps (one batch each) per adversarial iteration.", lower_bound=0
+)
+flags.DEFINE_integer("critic_steps", 5, "--objective=wgan_gp: critic steps per generator step.", lower_bound=0)
+flags.DEFINE_float(
+    "gradient_penalty", 10.0, "--objective=wgan_gp: weight of the gradient penalty (lambda).", lower_bound=0.0
+)
+flags.DEFINE_float(
+    "wgan_learning_rate", 1e-4, "--objective=wgan_gp: Adam learning rate of G and the critic.", lower_bound=0.0
+)
+flags.DEFINE_float("wgan_beta_1", 0.5, "--objective=wgan_gp: Adam beta_1.", lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_float("wgan_beta_2", 0.9, "--objective=wgan_gp: Adam beta_2.", lower_bound=0.0, upper_bound=0.9999)
+_section(
+    "Objective",
+    "objective",
+    "gumbel_max_inverse_temperature",
+    "gumbel_schedule",
+    "adversarial_generator_learning_rate",
+    "discriminator_steps",
+    "critic_steps",
+    "gradient_penalty",
+    "wgan_learning_rate",
+    "wgan_beta_1",
+    "wgan_beta_2",
+)
 
 # Variants (defaults: the paper)
 flags.DEFINE_enum(

@@ -61,6 +61,19 @@ class TrainConfig:
     num_eval_samples: int = 9984
     num_discriminator_eval_samples: int = 1024
     objective: str = "seqgan"  # the adversarial method, a key of tfseqgan.objectives.OBJECTIVES
+    # --objective=gumbel (RelGAN's training signal on our LSTM): beta from 1 to this, by the schedule;
+    # TextGAN-PyTorch's RelGAN runs: 2 on the oracle, RelGAN's paper 100 or 1000 on real text.
+    gumbel_max_inverse_temperature: float = 100.0
+    gumbel_schedule: str = "exponential"  # "exponential" (RelGAN), "linear" or "constant"
+    adversarial_generator_learning_rate: float = 1e-4  # Adam rate of G's steps through D (gumbel)
+    discriminator_steps: int = 5  # D steps per adversarial iteration (gumbel), one batch each
+    # --objective=wgan_gp (Gulrajani et al. 2017): critic steps per G step, the penalty's weight, and
+    # Adam(1e-4, beta_1 0.5, beta_2 0.9) for G and critic, as in that paper's released language model.
+    critic_steps: int = 5
+    gradient_penalty: float = 10.0
+    wgan_learning_rate: float = 1e-4
+    wgan_beta_1: float = 0.5
+    wgan_beta_2: float = 0.9
     # Variants (the paper's choices are the defaults): D loss and reward, teacher
     # forcing, the policy gradient's baseline and entropy bonus.
     d_loss: str = "standard"  # "standard", "relativistic" (RSGAN) or "relativistic_average" (RaSGAN)

@@ -39,7 +39,7 @@ def inverse_temperature(schedule, iteration, iterations, maximum):
     return float(maximum)
 
 
-def relaxed_sequences(generator, batch_size, seed, beta, training=False):
+def relaxed_sequences(generator, batch_size, seed, beta, training=False, row_offset=0, num_rows=None):
     """Free-running relaxed samples of `generator`.
 
     Args:
@@ -47,6 +47,9 @@ def relaxed_sequences(generator, batch_size, seed, beta, training=False):
         batch_size: rows (a Python int or a scalar tensor).
         seed: shape-(2,) int seed of the Gumbel noise.
         beta: the inverse temperature (a float or a scalar tensor).
+        row_offset, num_rows: these rows are rows row_offset.. of a batch of
+            `num_rows` (default batch_size) drawn with `seed`, so a batch
+            split across replicas draws the noise it draws whole.
 
     Returns:
         (relaxed, hard): (batch, time, vocab) float32 relaxed one-hot vectors
@@ -54,7 +57,8 @@ def relaxed_sequences(generator, batch_size, seed, beta, training=False):
         one draw of the noise g for both.
     """
     time, vocabulary = generator.sequence_length, generator.vocabulary_size
-    noise = gumbel_noise([time, batch_size, vocabulary], seed)
+    num_rows = batch_size if num_rows is None else num_rows
+    noise = gumbel_noise([time, num_rows, vocabulary], seed)[:, row_offset : row_offset + batch_size]
     weights = generator.output_weights()
     start = tf.fill([batch_size], tf.cast(generator.start_token, tf.int32))
     logits, state = generator.step(start, generator.initial_state(batch_size), training, weights)

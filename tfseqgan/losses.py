@@ -115,6 +115,25 @@ def relativistic_discriminator_loss(real_critic, fake_critic, average, total=Non
     return (tf.reduce_sum(real_term) + tf.reduce_sum(fake_term)) / (2.0 * pairs)
 
 
+def generator_adversarial_loss(d_loss, real_critic, fake_critic, total=None):
+    """The generator's side of each D loss, from critic values (the
+    objectives whose gradient passes through D):
+
+    - standard: the non-saturating mean_i -log sigmoid(C(fake_i));
+    - relativistic (RSGAN): mean_i -log sigmoid(C(fake_i) - C(real_i)), pairs;
+    - relativistic_average (RaSGAN): the D loss with real and fake swapped.
+
+    With `total`, sums are divided by `total` rows (pairs) instead of this
+    batch's (a replica's share). real_critic is unused by `standard`.
+    """
+    if d_loss == "standard":
+        rows = tf.cast(tf.shape(fake_critic)[0] if total is None else total, tf.float32)
+        return tf.reduce_sum(tf.nn.softplus(-fake_critic)) / rows
+    if d_loss in ("relativistic", "relativistic_average"):
+        return relativistic_discriminator_loss(fake_critic, real_critic, d_loss == "relativistic_average", total)
+    raise ValueError(f"d_loss must be one of {', '.join(D_LOSSES)}, got {d_loss!r}")
+
+
 def rewards_from_critic(d_loss, critic, real_critic):
     """The reward of generated sequences with critic values `critic` (any
     shape), relative to the real sequences of the batch (real_critic (n,)):
@@ -162,3 +181,32 @@ def entropy_of_logits(logits):
     """H(softmax(logits)) over the last axis, from log_softmax."""
     log_probs = tf.nn.log_softmax(logits)
     return -tf.reduce_sum(tf.exp(log_probs) * log_probs, axis=-1)
+
+
+def gradient_penalty(critic_fn, real, fake, epsilon, total=None):
+    """WGAN-GP's penalty (Gulrajani et al. 2017): sum_i (||grad C(x_i)||_2 - 1)^2
+    over the interpolates x_i = epsilon_i * real_i + (1 - epsilon_i) * fake_i,
+    divided by `total` rows (default: these rows).
+
+    Args:
+        critic_fn: (rows, time, vocab) float -> (rows,) critic values.
+        real, fake: (rows, time, vocab) float.
+        epsilon: (rows,) in [0, 1].
+    """
+    epsilon = tf.cast(epsilon, real.dtype)[:, tf.newaxis, tf.newaxis]
+    interpolates = epsilon * real + (1.0 - epsilon) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(interpolates)
+        critic = tf.reduce_sum(critic_fn(interpolates))  # rows are independent: each row's gradient
+    gradients = tape.gradient(critic, interpolates)
+    # The tiny term keeps the norm's gradient finite where the gradient is 0.
+    norms = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(gradients, tf.float32)), axis=[1, 2]) + 1e-12)
+    rows = tf.cast(tf.shape(real)[0] if total is None else total, tf.float32)
+    return tf.reduce_sum(tf.square(norms - 1.0)) / rows
+
+
+def wasserstein_critic_loss(real_critic, fake_critic, total=None):
+    """E[C(fake)] - E[C(real)], the critic's side of the Wasserstein loss
+    (sums divided by `total` rows of each side when given)."""
+    rows = tf.cast(tf.shape(real_critic)[0] if total is None else total, tf.float32)
+    return (tf.reduce_sum(fake_critic) - tf.reduce_sum(real_critic)) / rows

@@ -5,8 +5,10 @@ entry in `OBJECTIVES`; see docs/design.md.
 """
 
 from tfseqgan.objectives.base import Objective
+from tfseqgan.objectives.gumbel import Gumbel
 from tfseqgan.objectives.seqgan import SeqGAN
+from tfseqgan.objectives.wgan_gp import WGANGP
 
-OBJECTIVES = {"seqgan": SeqGAN}
+OBJECTIVES = {"seqgan": SeqGAN, "gumbel": Gumbel, "wgan_gp": WGANGP}
 
-__all__ = ["OBJECTIVES", "Objective", "SeqGAN"]
+__all__ = ["OBJECTIVES", "Gumbel", "Objective", "SeqGAN", "WGANGP"]
