@@ -188,8 +188,15 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("discriminator_epochs", 1, "Epochs over real + negatives per D pre-training round.", lower_bound=0)
 flags.DEFINE_integer("adversarial_iterations", 15, "Adversarial iterations.", lower_bound=0)
-flags.DEFINE_integer("generator_steps", 1, "Policy-gradient steps per adversarial iteration.", lower_bound=0)
-flags.DEFINE_integer("discriminator_rounds", 1, "D rounds per adversarial iteration.", lower_bound=0)
+flags.DEFINE_integer(
+    "generator_steps", 1, "Generator steps per adversarial iteration (seqgan: policy-gradient steps).", lower_bound=0
+)
+flags.DEFINE_integer(
+    "discriminator_rounds",
+    1,
+    "D rounds per adversarial iteration (seqgan; gumbel: --discriminator_steps).",
+    lower_bound=0,
+)
 flags.DEFINE_integer("adversarial_discriminator_epochs", 1, "Epochs per adversarial D round.", lower_bound=0)
 flags.DEFINE_integer(
     "adversarial_discriminator_negatives", 2048, "Fresh negatives per adversarial D round.", lower_bound=1
@@ -248,6 +255,12 @@ flags.DEFINE_enum(
     ["exponential", "linear", "constant"],
     "--objective=gumbel: beta over the adversarial iterations; exponential: max ** (i / N) (RelGAN).",
 )
+flags.DEFINE_enum(
+    "gumbel_feedback",
+    "relaxed",
+    ["relaxed", "hard"],
+    "--objective=gumbel: the next position's input: the relaxed vector (v @ E, GSGAN) or the hard id (RelGAN).",
+)
 flags.DEFINE_float(
     "adversarial_generator_learning_rate",
     1e-4,
@@ -271,6 +284,7 @@ _section(
     "objective",
     "gumbel_max_inverse_temperature",
     "gumbel_schedule",
+    "gumbel_feedback",
     "adversarial_generator_learning_rate",
     "discriminator_steps",
     "critic_steps",

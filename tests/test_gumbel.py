@@ -102,3 +102,26 @@ def test_bad_schedule_settings_name_the_flag():
         gumbel.inverse_temperature("cosine", 0, 3, 10.0)
     with pytest.raises(ValueError, match="--gumbel_max_inverse_temperature=0.5"):
         gumbel.inverse_temperature("linear", 0, 3, 0.5)
+
+
+def test_generator_adversarial_losses_by_hand():
+    from tfseqgan import losses
+
+    real = tf.constant([1.0, -0.5])
+    fake = tf.constant([0.2, 0.3])
+
+    def softplus(x):
+        return np.log1p(np.exp(x))
+
+    r, f = real.numpy(), fake.numpy()
+    standard = np.mean(softplus(-f))  # -log sigmoid(C(fake))
+    rsgan = np.mean(softplus(r - f))  # -log sigmoid(C(fake) - C(real)), pairs
+    rasgan = (np.sum(softplus(-(f - r.mean()))) + np.sum(softplus(r - f.mean()))) / 4
+    assert float(losses.generator_adversarial_loss("standard", real, fake)) == pytest.approx(standard, rel=1e-6)
+    assert float(losses.generator_adversarial_loss("relativistic", real, fake)) == pytest.approx(rsgan, rel=1e-6)
+    got = float(losses.generator_adversarial_loss("relativistic_average", real, fake))
+    assert got == pytest.approx(rasgan, rel=1e-6)
+    # The generator's side is the D loss with the roles swapped: lower when fakes score higher.
+    higher = losses.generator_adversarial_loss("relativistic", real, fake + 1.0)
+    assert float(higher) < float(losses.generator_adversarial_loss("relativistic", real, fake))
+    assert float(losses.generator_adversarial_loss("standard", real, fake, total=4)) == pytest.approx(standard / 2)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_configs
 
 from tfseqgan.training.loop import Trainer
@@ -31,8 +32,8 @@ def test_a_gumbel_run_trains_g_and_d_through_the_relaxation(gumbel_run):
     for record in adversarial[1:]:
         assert np.isfinite(record["g_loss"]) and np.isfinite(record["d_loss"])
         assert not any(k in record for k in ("mean_reward",))
-    # beta: exponential from 1 to 10 over 2 iterations, recorded per iteration.
-    assert [r["inverse_temperature"] for r in adversarial[1:]] == pytest.approx([10**0.5, 10.0])
+    # beta: exponential from 1 towards 10 over 2 iterations (RelGAN: beta_max ** (i / N), i from 0).
+    assert [r["inverse_temperature"] for r in adversarial[1:]] == pytest.approx([1.0, 10**0.5])
     assert int(trainer.objective.generator_optimizer.iterations) == 2  # one G step per iteration
     assert "rollout_policy" not in trainer.checkpointed
 
@@ -66,3 +67,75 @@ def test_a_resumed_gumbel_run_ends_on_the_uninterrupted_runs_metrics(gumbel_run,
         trainer.run()
     resumed = quiet(tmp_path, resume=True).run()
     assert without_timings(resumed) == without_timings(history)
+
+
+@pytest.mark.parametrize("feedback", ["relaxed", "hard"])
+def test_a_generator_step_raises_ds_score_of_fakes_and_leaves_d_alone(tmp_path, feedback):
+    trainer = quiet(tmp_path, gumbel_feedback=feedback, adversarial_generator_learning_rate=0.05)
+    objective, d = trainer.objective, trainer.discriminator
+    trainer.make_data()
+    seed, beta = tf.constant([9, 9], tf.int64), tf.constant(2.0)
+
+    def score():
+        return float(tf.reduce_mean(d.critic(objective.fake_rows(32, seed, beta))))
+
+    d_before = [w.numpy().copy() for w in d.weights]
+    before = score()
+    reals = trainer.real_data[:16]
+    for _ in range(5):
+        objective.generator_step(reals, seed, beta)
+    assert score() > before + 1e-3  # the non-saturating loss's sign: G moves towards what D calls real
+    for a, b in zip(d_before, d.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_a_shared_pre_training_checkpoint_starts_a_gumbel_run(tmp_path):
+    seqgan = Trainer(*tiny_configs(tmp_path, False, adversarial_iterations=0), log=lambda *a: None)
+    seqgan.run()
+    gumbel_run = quiet(tmp_path, resume=True)
+    assert gumbel_run.restore_or_start() is not None
+    history = gumbel_run.run()
+    assert [r["step"] for r in history if r["phase"] == "adversarial"] == [0, 1, 2]
+    # Mid-adversarial, another objective's checkpoint is refused in one line.
+    mid = tmp_path / "mid"
+    Trainer(*tiny_configs(mid, False, adversarial_iterations=1), log=lambda *a: None).run()
+    with pytest.raises(ValueError, match="written mid-adversarial by another objective"):
+        quiet(mid, resume=True).restore_or_start()
+
+
+def test_text_fakes_are_padding_after_their_end_token(tmp_path):
+    import dataclasses
+
+    from tfseqgan import text
+    from tfseqgan.config import TextConfig
+
+    train = tmp_path / "train.txt"
+    train.write_text("the cat sat .\n" * 64 + "a dog ran home .\n" * 32, encoding="utf-8")
+    test = tmp_path / "test.txt"
+    test.write_text("the cat sat .\na dog ran .\n", encoding="utf-8")
+    corpus = text.load_corpus(str(train), str(test), "word", 6, batch_size=16)
+    model, oracle, train_config, run = tiny_configs(
+        tmp_path / "run", mle_epochs=8, generator_learning_rate=0.05, **{**GUMBEL, "adversarial_iterations": 0}
+    )
+    model = dataclasses.replace(model, vocabulary_size=len(corpus.vocabulary), start_token=text.START_ID)
+    trainer = Trainer(
+        model,
+        oracle,
+        train_config,
+        run,
+        log=lambda *a: None,
+        corpus=corpus,
+        text_config=TextConfig(dataset="text", num_bleu_samples=8),
+    )
+    trainer.run()  # MLE: the generator ends its lines
+    fakes = trainer.objective.fake_rows(32, tf.constant([1, 2], tf.int64), tf.constant(1000.0)).numpy()
+    ids = fakes.argmax(-1)
+    ended = 0
+    for row, row_ids in zip(fakes, ids):
+        ends = np.flatnonzero(row_ids == text.END_ID)
+        if ends.size and ends[0] < len(row_ids) - 1:
+            ended += 1
+            np.testing.assert_array_equal(
+                row[ends[0] + 1 :], np.eye(len(corpus.vocabulary))[[text.PAD_ID]].repeat(len(row_ids) - ends[0] - 1, 0)
+            )
+    assert ended > 0  # the check above ran

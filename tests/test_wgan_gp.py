@@ -94,3 +94,33 @@ def test_a_resumed_wgan_run_ends_on_the_uninterrupted_runs_metrics(wgan_run, tmp
     assert calls == [1]
     resumed = quiet(tmp_path, resume=True).run()
     assert without_timings(resumed) == without_timings(history)
+
+
+def test_a_wgan_generator_step_raises_the_critics_score_and_leaves_it_alone(tmp_path):
+    trainer = quiet(tmp_path, wgan_learning_rate=0.01)
+    objective, critic = trainer.objective, trainer.discriminator
+    seed = tf.constant([6, 6], tf.int64)
+
+    def score():
+        fake, _ = objective.fake_probabilities(32, seed)
+        return float(tf.reduce_mean(critic.critic(fake)))
+
+    critic_before = [w.numpy().copy() for w in critic.weights]
+    before = score()
+    for _ in range(5):
+        objective.generator_step(tf.ones([16, 6], tf.int32), seed)
+    assert score() > before + 1e-4  # -E[C(fake)]: G moves up the critic
+    for a, b in zip(critic_before, critic.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_the_penalty_takes_part_in_the_critics_update(tmp_path):
+    """The same critic step with and without the penalty moves the critic differently."""
+    weights = {}
+    for penalty in (0.0, 10.0):
+        trainer = quiet(tmp_path / str(penalty), gradient_penalty=penalty)
+        trainer.objective.critic_step(
+            tf.ones([16, 6], tf.int32), tf.constant([1, 1], tf.int64), tf.constant([2, 2], tf.int64)
+        )
+        weights[penalty] = [w.numpy() for w in trainer.discriminator.trainable_weights]
+    assert any(not np.allclose(a, b) for a, b in zip(weights[0.0], weights[10.0]))

@@ -65,6 +65,7 @@ class TrainConfig:
     # TextGAN-PyTorch's RelGAN runs: 2 on the oracle, RelGAN's paper 100 or 1000 on real text.
     gumbel_max_inverse_temperature: float = 100.0
     gumbel_schedule: str = "exponential"  # "exponential" (RelGAN), "linear" or "constant"
+    gumbel_feedback: str = "relaxed"  # the next input: "relaxed" vector (GSGAN) or "hard" id (RelGAN)
     adversarial_generator_learning_rate: float = 1e-4  # Adam rate of G's steps through D (gumbel)
     discriminator_steps: int = 5  # D steps per adversarial iteration (gumbel), one batch each
     # --objective=wgan_gp (Gulrajani et al. 2017): critic steps per G step, the penalty's weight, and

@@ -31,7 +31,7 @@ def inverse_temperature(schedule, iteration, iterations, maximum):
         raise ValueError(f"--gumbel_schedule={schedule}: expected one of {', '.join(SCHEDULES)}")
     if maximum < 1:
         raise ValueError(f"--gumbel_max_inverse_temperature={maximum}: expected a value >= 1")
-    progress = min(max(iteration / max(iterations, 1), 0.0), 1.0)
+    progress = min(max(iteration / max(iterations, 1), 0.0), 1.0)  # the loop's iteration i uses i - 1
     if schedule == "exponential":
         return float(maximum**progress)
     if schedule == "linear":
@@ -39,7 +39,12 @@ def inverse_temperature(schedule, iteration, iterations, maximum):
     return float(maximum)
 
 
-def relaxed_sequences(generator, batch_size, seed, beta, training=False, row_offset=0, num_rows=None):
+FEEDBACKS = ("relaxed", "hard")
+
+
+def relaxed_sequences(
+    generator, batch_size, seed, beta, training=False, row_offset=0, num_rows=None, feedback="relaxed"
+):
     """Free-running relaxed samples of `generator`.
 
     Args:
@@ -50,6 +55,10 @@ def relaxed_sequences(generator, batch_size, seed, beta, training=False, row_off
         row_offset, num_rows: these rows are rows row_offset.. of a batch of
             `num_rows` (default batch_size) drawn with `seed`, so a batch
             split across replicas draws the noise it draws whole.
+        feedback: the next position's input: `relaxed`, the relaxed vector
+            (v @ E, gradients flow through it: GSGAN), or `hard`, the id
+            argmax(l + g) (RelGAN and TextGAN-PyTorch; gradients reach G
+            through each position's relaxed output only).
 
     Returns:
         (relaxed, hard): (batch, time, vocab) float32 relaxed one-hot vectors
@@ -65,7 +74,9 @@ def relaxed_sequences(generator, batch_size, seed, beta, training=False, row_off
     relaxed, hard = [], []
     beta = tf.cast(beta, tf.float32)
     for position in range(time):
-        if position:
+        if position and feedback == "hard":
+            logits, state = generator.step(hard[-1], state, training, weights)
+        elif position:
             logits, state = generator.step_vectors(relaxed[-1], state, training, weights)
         perturbed = logits + noise[position]
         relaxed.append(tf.nn.softmax(perturbed * beta))

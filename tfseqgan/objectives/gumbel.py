@@ -15,7 +15,7 @@ from the same generator, so nothing downstream changes.
 import numpy as np
 import tensorflow as tf
 
-from tfseqgan import distribute, gumbel, losses
+from tfseqgan import distribute, gumbel, losses, text
 from tfseqgan.objectives.base import Objective
 from tfseqgan.optimizers import FusedAdam
 
@@ -23,11 +23,24 @@ from tfseqgan.optimizers import FusedAdam
 def check_options(t):
     """Raises ValueError naming the flag for a setting of this objective that cannot run."""
     gumbel.inverse_temperature(t.gumbel_schedule, 0, 1, t.gumbel_max_inverse_temperature)
+    if t.gumbel_feedback not in gumbel.FEEDBACKS:
+        raise ValueError(f"--gumbel_feedback={t.gumbel_feedback}: expected one of {', '.join(gumbel.FEEDBACKS)}")
     if t.discriminator_steps < 0:
         raise ValueError(f"--discriminator_steps={t.discriminator_steps}: expected a value >= 0")
     if not t.adversarial_generator_learning_rate > 0:
         raise ValueError(
             f"--adversarial_generator_learning_rate={t.adversarial_generator_learning_rate}: expected a value > 0"
+        )
+
+
+def refuse_mid_adversarial(reader, prefix, name):
+    """An objective's state is missing from `prefix`: fine before the adversarial
+    phase (pre-training is shared), a ValueError (one line) after it."""
+    key = "adversarial_iteration/.ATTRIBUTES/VARIABLE_VALUE"
+    if reader.has_tensor(key) and int(reader.get_tensor(key)) > 0:
+        raise ValueError(
+            f"{prefix} was written mid-adversarial by another objective; --objective={name} can only start "
+            "from a checkpoint taken before the adversarial phase"
         )
 
 
@@ -52,6 +65,14 @@ class Gumbel(Objective):
     def checkpointed(self):
         return {"gumbel_generator_optimizer": self.generator_optimizer}
 
+    def added_later(self):
+        # A checkpoint of another objective taken before the adversarial phase (a shared
+        # pre-training) lacks this optimizer: `upgrade` accepts it then.
+        return {"gumbel_generator_optimizer": "gumbel_generator_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"}
+
+    def upgrade(self, reader, prefix, missing):
+        refuse_mid_adversarial(reader, prefix, self.name)
+
     def after_restore(self):
         self.generator_optimizer.learning_rate.assign(self.trainer.train_config.adversarial_generator_learning_rate)
 
@@ -65,9 +86,16 @@ class Gumbel(Objective):
         beta_spec = tf.TensorSpec([], tf.float32)
 
         def relaxed(rows, seed, beta, training):
-            """This replica's rows of a global batch of relaxed samples."""
+            """This replica's rows of a global batch of relaxed samples; text:
+            one-hot padding after the end token (argmax), as real rows have."""
             offset, total = distribute.replica_rows(rows)
-            samples, _ = gumbel.relaxed_sequences(generator, rows, seed, beta, training, offset, total)
+            samples, hard = gumbel.relaxed_sequences(
+                generator, rows, seed, beta, training, offset, total, feedback=t.gumbel_feedback
+            )
+            if trainer.end_token is not None:
+                mask = trainer.mask(trainer.postprocess(hard))[:, :, tf.newaxis]
+                padding = tf.one_hot(tf.fill(tf.shape(hard), text.PAD_ID), vocabulary, dtype=samples.dtype)
+                samples = mask * samples + (1.0 - mask) * padding
             return samples, total
 
         def generator_loss(reals, seed, beta):
@@ -102,12 +130,10 @@ class Gumbel(Objective):
             samples, _ = relaxed(rows, seed, beta, False)
             fake = tf.stop_gradient(samples)
             real = tf.one_hot(reals, vocabulary, dtype=fake.dtype)
-            if t.d_loss == "standard":
-                inputs = tf.concat([real, fake], axis=0)
-                labels = tf.concat([tf.ones([rows], tf.int32), tf.zeros([rows], tf.int32)], axis=0)
-            else:  # pairs: real, fake, real, fake, ...
-                inputs = tf.reshape(tf.stack([real, fake], axis=1), [2 * rows, length, vocabulary])
-                labels = tf.tile(tf.constant([1, 0], tf.int32), [rows])
+            # Pairs real, fake, real, fake, ... (every loss): a replica's rows are then the rows
+            # of the whole batch they would be on one device, dropout masks included.
+            inputs = tf.reshape(tf.stack([real, fake], axis=1), [2 * rows, length, vocabulary])
+            labels = tf.tile(tf.constant([1, 0], tf.int32), [rows])
             offset, _ = distribute.replica_rows(2 * rows)
             loss, _, _ = losses.discriminator_loss(
                 discriminator, inputs, labels, True, dropout_seed, offset, replicas.count, kind=t.d_loss
@@ -138,18 +164,25 @@ class Gumbel(Objective):
         self.generator_step = generator_step
         self.discriminator_step = discriminator_step
 
+        def fake_rows(rows, seed, beta):
+            """(rows, time, vocab) relaxed samples as D sees them (one device; for tests)."""
+            return relaxed(rows, seed, beta, False)[0]
+
+        self.fake_rows = fake_rows
+
     # ---------------------------------------------------------------- phases
     def beta(self, iteration):
+        """beta of adversarial iteration `iteration` (1-based): 1 at the first, as RelGAN's schedule."""
         t = self.trainer.train_config
         return gumbel.inverse_temperature(
-            t.gumbel_schedule, iteration, t.adversarial_iterations, t.gumbel_max_inverse_temperature
+            t.gumbel_schedule, iteration - 1, t.adversarial_iterations, t.gumbel_max_inverse_temperature
         )
 
     def begin(self):
         t = self.trainer.train_config
         self.trainer.log(
             f"gumbel: inverse temperature 1 -> {t.gumbel_max_inverse_temperature:g} ({t.gumbel_schedule}), "
-            f"D loss {t.d_loss}, {t.discriminator_steps} D step(s) per iteration"
+            f"{t.gumbel_feedback} feedback, D loss {t.d_loss}, {t.discriminator_steps} D step(s) per iteration"
         )
 
     def _real_batch(self):

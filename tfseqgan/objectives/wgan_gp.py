@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfseqgan import distribute, losses, sampler, text
 from tfseqgan.objectives.base import Objective
+from tfseqgan.objectives.gumbel import refuse_mid_adversarial
 from tfseqgan.optimizers import FusedAdam
 
 
@@ -59,6 +60,16 @@ class WGANGP(Objective):
 
     def checkpointed(self):
         return {"wgan_generator_optimizer": self.generator_optimizer, "wgan_critic_optimizer": self.critic_optimizer}
+
+    def added_later(self):
+        # A shared pre-training checkpoint (another objective's, before the adversarial phase) lacks these.
+        return {
+            name: f"{name}/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+            for name in ("wgan_generator_optimizer", "wgan_critic_optimizer")
+        }
+
+    def upgrade(self, reader, prefix, missing):
+        refuse_mid_adversarial(reader, prefix, self.name)
 
     def after_restore(self):
         rate = self.trainer.train_config.wgan_learning_rate
