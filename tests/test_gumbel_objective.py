@@ -51,6 +51,7 @@ def test_the_adversarial_phase_moves_g_and_d(tmp_path):
     assert any(moved[generator_weights:])
 
 
+@pytest.mark.slow  # whole tiny runs: -m slow
 def test_a_resumed_gumbel_run_ends_on_the_uninterrupted_runs_metrics(gumbel_run, tmp_path):
     _, _, history = gumbel_run
     # The same run killed at the start of iteration 2 (its checkpoint of iteration 1 written), then resumed.
@@ -89,6 +90,7 @@ def test_a_generator_step_raises_ds_score_of_fakes_and_leaves_d_alone(tmp_path, 
         np.testing.assert_array_equal(a, b.numpy())
 
 
+@pytest.mark.slow  # whole tiny runs: -m slow
 def test_a_shared_pre_training_checkpoint_starts_a_gumbel_run(tmp_path):
     seqgan = Trainer(*tiny_configs(tmp_path, False, adversarial_iterations=0), log=lambda *a: None)
     seqgan.run()
@@ -103,6 +105,7 @@ def test_a_shared_pre_training_checkpoint_starts_a_gumbel_run(tmp_path):
         quiet(mid, resume=True).restore_or_start()
 
 
+@pytest.mark.slow  # whole tiny runs: -m slow
 def test_text_fakes_are_padding_after_their_end_token(tmp_path):
     import dataclasses
 

@@ -76,6 +76,7 @@ def test_a_wgan_run_trains_through_the_loop(wgan_run):
     assert float(objective.critic_optimizer.beta_1) == 0.5 and float(objective.critic_optimizer.beta_2) == 0.9
 
 
+@pytest.mark.slow  # whole tiny runs: -m slow
 def test_a_resumed_wgan_run_ends_on_the_uninterrupted_runs_metrics(wgan_run, tmp_path):
     _, _, history = wgan_run
     trainer = quiet(tmp_path)
