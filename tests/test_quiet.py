@@ -102,3 +102,26 @@ print("error: the last line", file=sys.stderr)
 def test_level_zero_installs_no_filter():
     assert not quiet.filter_native_stderr({"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert not quiet.filter_native_stderr({"TF_CPP_MIN_LOG_LEVEL": "verbose"})
+
+
+def test_the_clis_stderr_redirected_to_a_file_still_gives_one_line(tmp_path):
+    """With stderr a file, Python takes it for seekable; the filter's pipe is not, and
+    python -m export's reconfigure of sys.stderr failed with "Illegal seek" (a traceback)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    err_path = tmp_path / "err.txt"
+    with open(err_path, "wb") as err:
+        done = subprocess.run(
+            [sys.executable, "-m", "export", f"--run_dir={tmp_path / 'missing'}"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=120,
+        )
+    lines = err_path.read_text().splitlines()
+    assert done.returncode == 1, lines
+    assert lines == [f"error: --run_dir={tmp_path / 'missing'}: no such directory"], lines

@@ -22,6 +22,7 @@ process ends. Imports nothing heavy; call it before TensorFlow is imported.
 import atexit
 import errno
 import glob
+import io
 import os
 import re
 import select
@@ -145,8 +146,27 @@ def filter_native_stderr(environ=os.environ):
     os.dup2(write_fd, 2)
     os.close(write_fd)
     _child = (pid, original)
+    _reopen_stderr()
     atexit.register(finish)
     return True
+
+
+def _reopen_stderr():
+    """A new sys.stderr over descriptor 2: the old one may have taken it for
+    a seekable file (stderr redirected to one), and a pipe is not: its
+    `reconfigure` and `tell` would fail with "Illegal seek"."""
+    old = sys.stderr
+    if old is None:
+        return
+    try:
+        old.flush()
+    except (OSError, ValueError):
+        pass
+    encoding = getattr(old, "encoding", None) or "utf-8"
+    errors = getattr(old, "errors", None) or "backslashreplace"
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding=encoding, errors=errors, line_buffering=True, write_through=True
+    )
 
 
 def finish(timeout_s=5.0):
