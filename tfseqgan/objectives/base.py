@@ -1,6 +1,7 @@
 """What the training loop asks of an adversarial method."""
 
 import numpy as np
+import tensorflow as tf
 
 
 class Objective:
@@ -63,6 +64,17 @@ class Objective:
     def discriminator_update(self, iteration, round_):
         """One discriminator (or critic) update; returns its metrics {name: float}."""
         return {}
+
+    def replica_real_batch(self):
+        """One global batch of real sequences drawn without replacement
+        (seeded by the run's RNG), split over the replicas: what an
+        objective's step takes as its real rows."""
+        trainer = self.trainer
+        batch, rows = trainer.train_config.batch_size, int(trainer.real_data.shape[0])
+        order = tf.argsort(tf.random.stateless_uniform([rows], trainer.next_seed()))
+        chosen = tf.gather(trainer.real_data, order[:batch])
+        (reals,) = next(iter(trainer.replicas.batches([chosen], batch)))
+        return reals
 
     def iteration(self, iteration):
         """One adversarial iteration: --generator_steps generator updates,

@@ -185,19 +185,10 @@ class Gumbel(Objective):
             f"{t.gumbel_feedback} feedback, D loss {t.d_loss}, {t.discriminator_steps} D step(s) per iteration"
         )
 
-    def _real_batch(self):
-        """One global batch of real sequences drawn without replacement (seeded), split over the replicas."""
-        trainer = self.trainer
-        batch, rows = trainer.train_config.batch_size, int(trainer.real_data.shape[0])
-        order = tf.argsort(tf.random.stateless_uniform([rows], trainer.next_seed()))
-        chosen = tf.gather(trainer.real_data, order[:batch])
-        (reals,) = next(iter(trainer.replicas.batches([chosen], batch)))
-        return reals
-
     def generator_update(self, iteration):
         trainer = self.trainer
         beta = tf.constant(self.beta(iteration), tf.float32)
-        loss = float(self.generator_step(self._real_batch(), trainer.next_seed(), beta))
+        loss = float(self.generator_step(self.replica_real_batch(), trainer.next_seed(), beta))
         trainer.check(loss, "adversarial", f"{iteration} (generator)")
         trainer.stop_if_requested()
         return {"g_loss": loss}
@@ -205,7 +196,7 @@ class Gumbel(Objective):
     def discriminator_update(self, iteration, step):
         trainer = self.trainer
         beta = tf.constant(self.beta(iteration), tf.float32)
-        reals = self._real_batch()
+        reals = self.replica_real_batch()
         loss = float(self.discriminator_step(reals, trainer.next_seed(), trainer.next_seed(), beta))
         trainer.check(loss, "adversarial", f"{iteration} (D step {step})")
         trainer.stop_if_requested()

@@ -172,18 +172,9 @@ class WGANGP(Objective):
             f"Adam({t.wgan_learning_rate:g}, {t.wgan_beta_1:g}, {t.wgan_beta_2:g})"
         )
 
-    def _real_batch(self):
-        """One global batch of real sequences drawn without replacement (seeded), split over the replicas."""
-        trainer = self.trainer
-        batch, rows = trainer.train_config.batch_size, int(trainer.real_data.shape[0])
-        order = tf.argsort(tf.random.stateless_uniform([rows], trainer.next_seed()))
-        chosen = tf.gather(trainer.real_data, order[:batch])
-        (reals,) = next(iter(trainer.replicas.batches([chosen], batch)))
-        return reals
-
     def discriminator_update(self, iteration, step):
         trainer = self.trainer
-        loss, penalty = self.critic_step(self._real_batch(), trainer.next_seed(), trainer.next_seed())
+        loss, penalty = self.critic_step(self.replica_real_batch(), trainer.next_seed(), trainer.next_seed())
         loss = float(loss)
         trainer.check(loss, "adversarial", f"{iteration} (critic step {step})")
         trainer.stop_if_requested()
@@ -191,7 +182,7 @@ class WGANGP(Objective):
 
     def generator_update(self, iteration):
         trainer = self.trainer
-        loss = float(self.generator_step(self._real_batch(), trainer.next_seed()))
+        loss = float(self.generator_step(self.replica_real_batch(), trainer.next_seed()))
         trainer.check(loss, "adversarial", f"{iteration} (generator)")
         trainer.stop_if_requested()
         return {"g_loss": loss}
