@@ -78,8 +78,8 @@ def test_an_unknown_objective_is_refused_naming_the_flag(tmp_path):
     import dataclasses
 
     model, oracle, train, run = tiny_configs(tmp_path, False)
-    with pytest.raises(ValueError, match=r"--objective=gumbel: expected one of seqgan"):
-        Trainer(model, oracle, dataclasses.replace(train, objective="gumbel"), run, log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"--objective=maligan: expected one of seqgan, gumbel, wgan_gp"):
+        Trainer(model, oracle, dataclasses.replace(train, objective="maligan"), run, log=lambda *a: None)
 
 
 def test_a_checkpoint_of_another_objective_is_refused_in_one_line(toy_run, tmp_path):
