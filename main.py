@@ -58,6 +58,8 @@ FLAGS = flags.FLAGS
 
 # Each section: (title, [flag names]); flags.cfg is written in this order.
 SECTIONS = []
+MAX_TEMPERATURE = 10.0  # --temperature_curve's limits
+MAX_CURVE_POINTS = 32
 
 
 def _section(title, *names):
@@ -214,6 +216,13 @@ flags.DEFINE_integer("num_eval_samples", 9984, "Generated sequences for NLL-orac
 flags.DEFINE_integer(
     "num_discriminator_eval_samples", 1024, "Real and fake sequences for D accuracy; 0 skips.", lower_bound=0
 )
+flags.DEFINE_list(
+    "temperature_curve",
+    [],
+    "Sampling temperatures (e.g. 0.6,0.8,1,1.2,1.4) at which the final generator is scored (NLL-oracle, "
+    f"NLL-test, BLEU, Self-BLEU) into RUN/temperatures.json: a quality-diversity curve; at most "
+    f"{MAX_CURVE_POINTS} values in (0, {MAX_TEMPERATURE:g}].",
+)
 _section(
     "Schedule",
     "mle_epochs",
@@ -231,6 +240,7 @@ _section(
     "adversarial_eval_every",
     "num_eval_samples",
     "num_discriminator_eval_samples",
+    "temperature_curve",
 )
 
 
@@ -366,6 +376,22 @@ def _int_list(name):
     return tuple(values)
 
 
+def parse_temperatures(items):
+    """--temperature_curve's values as a tuple of floats (raises FlagError)."""
+    values = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise FlagError(f"--temperature_curve: expected comma-separated numbers, got {item!r}") from None
+        if not 0.0 < value <= MAX_TEMPERATURE:  # also refuses NaN
+            raise FlagError(f"--temperature_curve: temperatures must be in (0, {MAX_TEMPERATURE:g}], got {item}")
+        values.append(value)
+    if len(values) > MAX_CURVE_POINTS:
+        raise FlagError(f"--temperature_curve: at most {MAX_CURVE_POINTS} temperatures, got {len(values)}")
+    return tuple(values)
+
+
 def _check_finite_floats():
     """absl's bounds let NaN through (every comparison with it is false), and Inf past an upper-bound-free flag."""
     for _, names in SECTIONS:
@@ -420,9 +446,10 @@ def build_configs():
         **{
             f.name: FLAGS[f.name].value
             for f in config_lib.dataclasses.fields(config_lib.TrainConfig)
-            if f.name not in ("seed", "mixed_precision")
+            if f.name not in ("seed", "mixed_precision", "temperature_curve")
         },
         seed=FLAGS.seed,
+        temperature_curve=parse_temperatures(FLAGS.temperature_curve),
         mixed_precision="" if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision,
     )
     if FLAGS.d_loss != "standard" and FLAGS.batch_size % 2:

@@ -29,14 +29,13 @@ import argparse
 import concurrent.futures
 import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from experiments import ROOT, Runner, host, records, summary  # noqa: E402
+
 SETTINGS = {"synthetic": "flags/synthetic_quick.cfg", "poem": "flags/poem_quick.cfg"}
 VARIANTS = {  # name: flags added to the adversarial phase
     "paper": [],
@@ -102,56 +101,11 @@ def base_flags(args, seed, run_dir):
     return flags + args.extra.split()
 
 
-class Runner:
-    """Runs main.py processes, at most `parallel` at once, each on its own core."""
-
-    def __init__(self, parallel):
-        self.cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        self.free = list(self.cores[:parallel]) if parallel > 1 and len(self.cores) >= parallel else []
-        self.pool = concurrent.futures.ThreadPoolExecutor(parallel)
-
-    def _run(self, flags, log_path, root):
-        core = self.free.pop() if self.free else None
-        command = [sys.executable, os.path.join(root, "main.py"), *flags]
-        if core is not None:
-            command = ["taskset", "-c", str(core), *command]
-        began = time.perf_counter()
-        try:
-            with open(log_path, "w", encoding="utf-8") as log:
-                env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, check=False)
-        finally:
-            if core is not None:
-                self.free.append(core)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} exited {result.returncode}; see {log_path}")
-        return time.perf_counter() - began
-
-    def submit(self, flags, log_path, root=ROOT):
-        return self.pool.submit(self._run, flags, log_path, root)
-
-
-def records(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as stream:
-        return [json.loads(line) for line in stream if line.strip()]
-
-
 def final_figures(run_dir):
     """The last adversarial evaluation and the one before the phase (step 0)."""
     adversarial = [r for r in records(run_dir) if r["phase"] == "adversarial"]
     pick = lambda record: {key: record.get(key) for key, _ in METRICS}  # noqa: E731
     return pick(adversarial[-1]), pick(adversarial[0])
-
-
-def summary(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "values": values,
-    }
 
 
 def table(results, setting):
@@ -236,7 +190,7 @@ def main(argv=None):
         "seeds": args.seeds,
         "extra_flags": args.extra,
         "old_code": args.old_code or None,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "host": host(),
         "wall_seconds": round(time.perf_counter() - began, 1),
         "results": results,
     }

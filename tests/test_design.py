@@ -72,6 +72,10 @@ def test_the_cli_choices_are_the_objectives():
 
     assert sorted(main.FLAGS["objective"].parser.enum_values) == sorted(OBJECTIVES)
     assert main.FLAGS["objective"].default == "seqgan"
+    # each names itself in the report and the plot, and by its own name
+    titles = {name: cls.title for name, cls in OBJECTIVES.items()}
+    assert titles == {"seqgan": "SeqGAN", "gumbel": "Gumbel", "wgan_gp": "WGAN-GP"}
+    assert all(cls.name == name for name, cls in OBJECTIVES.items())
 
 
 def test_an_unknown_objective_is_refused_naming_the_flag(tmp_path):

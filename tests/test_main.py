@@ -219,6 +219,10 @@ def parsed_flags():
         (["--window_sizes=1,2", "--num_filters=4,-1"], "--num_filters: values must be >= 1"),
         (["--vocabulary_size=20", "--start_token=20"], "--start_token=20 must be < --vocabulary_size=20"),
         (["--num_real_samples=10", "--batch_size=16"], "--num_real_samples=10 is smaller than one batch"),
+        (["--temperature_curve=0.8,warm"], "--temperature_curve: expected comma-separated numbers, got 'warm'"),
+        (["--temperature_curve=0.8,0"], "--temperature_curve: temperatures must be in (0, 10], got 0"),
+        (["--temperature_curve=nan"], "--temperature_curve: temperatures must be in (0, 10], got nan"),
+        (["--temperature_curve=" + ",".join(["1"] * 33)], "--temperature_curve: at most 32 temperatures, got 33"),
     ],
 )
 def test_build_configs_rejects(parsed_flags, args, needle):
@@ -230,8 +234,9 @@ def test_build_configs_rejects(parsed_flags, args, needle):
 
 
 def test_build_configs_maps_flags_to_configs(parsed_flags, tmp_path):
-    main = parsed_flags(*TINY_FLAGS, f"--run_dir={tmp_path}", "--seed=5", "--noplot")
+    main = parsed_flags(*TINY_FLAGS, f"--run_dir={tmp_path}", "--seed=5", "--noplot", "--temperature_curve=0.5,1.25")
     model, oracle_config, train, run, text_config = main.build_configs()
+    assert train.temperature_curve == (0.5, 1.25)
     assert text_config.dataset == "synthetic"
     assert model.window_sizes == (1, 2, 3) and model.num_filters == (4, 4, 4)
     assert (model.vocabulary_size, model.sequence_length) == (20, 6)

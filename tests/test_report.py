@@ -36,3 +36,9 @@ def test_write_plot(tmp_path):
     assert path == str(tmp_path / "nll.png")
     assert (tmp_path / "nll.png").read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["nll.png"]  # no temporary file left
+
+
+def test_the_adversarial_rows_and_curves_are_named_after_the_method(tmp_path):
+    rows = report.summarize(HISTORY, method="WGAN-GP")
+    assert [name for name, _ in rows][1:] == ["WGAN-GP best (iteration 1)", "WGAN-GP final (iteration 2)"]
+    assert "Gumbel final (iteration 2)" in report.format_table(HISTORY, method="Gumbel")

@@ -60,6 +60,8 @@ class TrainConfig:
     adversarial_eval_every: int = 5
     num_eval_samples: int = 9984
     num_discriminator_eval_samples: int = 1024
+    # Sampling temperatures the final generator is scored at (RUN/temperatures.json); empty: none.
+    temperature_curve: tuple = ()
     objective: str = "seqgan"  # the adversarial method, a key of tfseqgan.objectives.OBJECTIVES
     # --objective=gumbel (RelGAN's training signal on our LSTM): beta from 1 to this, by the schedule;
     # TextGAN-PyTorch's RelGAN runs: 2 on the oracle, RelGAN's paper 100 or 1000 on real text.

@@ -278,14 +278,17 @@ class Generator(keras.Model):
             tf.concat([zeros, cell[:, :-1]], axis=1),
         )
 
-    def token_log_probs(self, tokens, training=False):
-        """log G(tokens[:, t] | tokens[:, :t]) for every position, (batch, time)."""
+    def token_log_probs(self, tokens, training=False, temperature=1.0):
+        """log G(tokens[:, t] | tokens[:, :t]) for every position, (batch, time);
+        with a Python `temperature` other than 1, of softmax(logits / temperature)
+        (the distribution the samplers draw from at that temperature)."""
         hidden, _ = self.run_states(tokens, training=training)  # (batch, time, hidden)
         flat_hidden = tf.reshape(hidden, [-1, self.hidden_dim])
+        kernel = tf.cast(tf.convert_to_tensor(self.output_layer.kernel), tf.float32)
+        bias = tf.cast(self.output_bias(), tf.float32)
+        if temperature != 1.0:  # (h @ K + b) / T = h @ (K / T) + b / T
+            kernel, bias = kernel / temperature, bias / temperature
         log_probs = output_log_probs(
-            tf.cast(flat_hidden, tf.float32),
-            tf.cast(tf.convert_to_tensor(self.output_layer.kernel), tf.float32),
-            tf.cast(self.output_bias(), tf.float32),
-            tf.reshape(tf.cast(tokens, tf.int32), [-1]),
+            tf.cast(flat_hidden, tf.float32), kernel, bias, tf.reshape(tf.cast(tokens, tf.int32), [-1])
         )
         return tf.reshape(log_probs, tf.shape(tokens))

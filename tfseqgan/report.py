@@ -30,10 +30,10 @@ def is_text(history):
     return any("bleu_2" in record for record in history) and not any("nll_oracle" in record for record in history)
 
 
-def summarize(history, real=None):
-    """(name, record) rows: end of MLE, best and final adversarial, and the
-    real-data ceiling when given. "Best" is the lowest NLL-oracle, or for
-    text the highest BLEU-2."""
+def summarize(history, real=None, method="SeqGAN"):
+    """(name, record) rows: end of MLE, best and final adversarial (named
+    after the adversarial `method`), and the real-data ceiling when given.
+    "Best" is the lowest NLL-oracle, or for text the highest BLEU-2."""
     text = is_text(history)
     mle = [r for r in history if r["phase"] == "mle"]
     adversarial = [r for r in history if r["phase"] == "adversarial" and r["step"] > 0]
@@ -45,15 +45,15 @@ def summarize(history, real=None):
             best = max(adversarial, key=lambda r: r["bleu_2"])
         else:
             best = min(adversarial, key=lambda r: r["nll_oracle"])
-        rows.append((f"SeqGAN best (iteration {best['step']})", best))
-        rows.append((f"SeqGAN final (iteration {adversarial[-1]['step']})", adversarial[-1]))
+        rows.append((f"{method} best (iteration {best['step']})", best))
+        rows.append((f"{method} final (iteration {adversarial[-1]['step']})", adversarial[-1]))
     if real is not None:
         rows.append(("real data (ceiling)", real))
     return rows
 
 
-def format_table(history, real=None):
-    rows = summarize(history, real)
+def format_table(history, real=None, method="SeqGAN"):
+    rows = summarize(history, real, method)
     if not rows:
         return "no evaluations recorded"
     columns = TEXT_COLUMNS if is_text(history) else SYNTHETIC_COLUMNS
@@ -74,7 +74,7 @@ def plot_name(history):
     return "bleu.png" if is_text(history) else "nll_oracle.png"
 
 
-def write_plot(history, path, real=None):
+def write_plot(history, path, real=None, method="SeqGAN"):
     """Plots NLL-oracle and NLL-test (synthetic) or BLEU-2 and Self-BLEU-2
     (text, with the real data's as horizontal lines) against MLE epochs,
     then adversarial iterations after a dashed line (the paper's Figure 2)."""
@@ -104,7 +104,7 @@ def write_plot(history, path, real=None):
                 [r[key] for r in adversarial],
                 "r" + style,
                 marker=".",
-                label=f"SeqGAN {label}",
+                label=f"{method} {label}",
             )
         if real is not None and key in real and math.isfinite(real[key]):
             axis.axhline(real[key], color="g", linestyle=style, linewidth=1, label=f"real data {label}")

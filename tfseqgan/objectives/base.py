@@ -24,7 +24,8 @@ class Objective:
             before the checkpoint, which then holds `checkpointed()`.
     """
 
-    name = ""
+    name = ""  # the --objective value
+    title = "adversarial"  # how the report and the plot name it
 
     def __init__(self, trainer):
         self.trainer = trainer

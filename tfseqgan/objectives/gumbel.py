@@ -52,6 +52,7 @@ class Gumbel(Objective):
     """
 
     name = "gumbel"
+    title = "Gumbel"
 
     def __init__(self, trainer):
         super().__init__(trainer)

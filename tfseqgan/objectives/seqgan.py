@@ -67,6 +67,7 @@ class SeqGAN(Objective):
     """
 
     name = "seqgan"
+    title = "SeqGAN"
 
     def __init__(self, trainer):
         super().__init__(trainer)

@@ -42,6 +42,7 @@ class WGANGP(Objective):
     """
 
     name = "wgan_gp"
+    title = "WGAN-GP"
 
     def __init__(self, trainer):
         super().__init__(trainer)

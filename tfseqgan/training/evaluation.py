@@ -1,7 +1,8 @@
 """Evaluation of a run, called by the loop at its cadence: NLL-oracle
 (synthetic), NLL-test, D's accuracy on real and generated rows, BLEU-n
 against held-out references, Self-BLEU, the distinct share, and (text) the
-decoded samples written to the run directory.
+decoded samples written to the run directory; and at the end of a run, on
+request, the same figures over sampling temperatures (`temperature_curve`).
 
 Every figure comes from the same seeded draw of samples at each evaluation,
 so curves compare like with like.
@@ -26,10 +27,10 @@ class Evaluator:
         self.trainer = trainer
         replicas = trainer.replicas
 
-        def nll_sums(model):
+        def nll_sums(model, temperature=1.0):
             @replicas.compiled
             def sums(tokens, weights):  # (negative log-likelihood, positions) over weighted rows
-                log_probs = model.token_log_probs(tokens, training=False)  # (rows, time)
+                log_probs = model.token_log_probs(tokens, training=False, temperature=temperature)  # (rows, time)
                 mask = trainer.mask(tokens) * weights[:, tf.newaxis]
                 return tf.stack([-tf.reduce_sum(log_probs * mask), tf.reduce_sum(mask)])
 
@@ -40,9 +41,11 @@ class Evaluator:
             real = tf.cast(trainer.discriminator.real_probability(tokens) > 0.5, tf.float32)
             return tf.stack([tf.reduce_sum(real * weights), tf.reduce_sum(weights)])
 
-        self.nll_step = {"generator": replicas.summed(nll_sums(trainer.generator))}
+        self.nll_step = {("generator", 1.0): replicas.summed(nll_sums(trainer.generator))}
         if trainer.oracle is not None:
-            self.nll_step["oracle"] = replicas.summed(nll_sums(trainer.oracle))
+            self.nll_step[("oracle", 1.0)] = replicas.summed(nll_sums(trainer.oracle))
+        # The generator's NLL at another temperature, compiled on first use (temperature curves).
+        self._tempered_nll = lambda temperature: replicas.summed(nll_sums(trainer.generator, temperature))
         self.judged_real_step = replicas.summed(judged_real)
         self.bleu_references = None
         self.real_text_record = None
@@ -107,10 +110,15 @@ class Evaluator:
             total += step(batch_tokens, batch_weights).numpy()
         return total
 
-    def mean_token_nll(self, tokens, model="generator"):
-        """Mean per-token NLL of `tokens` under the generator or the oracle
-        (text: up to the end token), computed under the strategy."""
-        nll, positions = self._summed_over(self.nll_step[model], tokens)
+    def mean_token_nll(self, tokens, model="generator", temperature=1.0):
+        """Mean per-token NLL of `tokens` under the generator (at `temperature`)
+        or the oracle (text: up to the end token), computed under the strategy."""
+        key = (model, float(temperature))
+        if key not in self.nll_step:
+            if model != "generator":
+                raise ValueError(f"the {model}'s NLL is only computed at temperature 1")
+            self.nll_step[key] = self._tempered_nll(float(temperature))
+        nll, positions = self._summed_over(self.nll_step[key], tokens)
         return float(nll / max(positions, 1.0))
 
     def share_judged_real(self, tokens):
@@ -118,28 +126,48 @@ class Evaluator:
         real, rows = self._summed_over(self.judged_real_step, tokens)
         return float(real / max(rows, 1.0))
 
-    def evaluate(self, phase, step):
-        """The figures of one evaluation, as a record {phase, step, ...}."""
+    def evaluate(self, phase, step, temperature=1.0):
+        """The figures of one evaluation, as a record {phase, step, ...}.
+
+        The samples are drawn, and NLL-test computed, from softmax(logits /
+        temperature). The points of a temperature curve (phase "temperature")
+        write no samples and do not ask D.
+        """
         trainer = self.trainer
         t, c = trainer.train_config, trainer.text_config
         eval_seed = [t.seed, 7]  # the same draw each time: curves compare like with like
         record = {"phase": phase, "step": int(step)}
+        curve_point = phase == "temperature"
         test_data = trainer.test_data
         if trainer.corpus is None:
-            samples = trainer.sample(t.num_eval_samples, seed=eval_seed)
+            samples = trainer.sample(t.num_eval_samples, seed=eval_seed, temperature=temperature)
             record["nll_oracle"] = self.mean_token_nll(samples, model="oracle")
-            record["nll_test"] = self.mean_token_nll(test_data)
+            record["nll_test"] = self.mean_token_nll(test_data, temperature=temperature)
             record.update(self.text_scores(samples[: c.num_bleu_samples].numpy().tolist()))
         else:
-            samples = trainer.sample(c.num_bleu_samples, seed=eval_seed)
-            record["nll_test"] = self.mean_token_nll(test_data)
+            samples = trainer.sample(c.num_bleu_samples, seed=eval_seed, temperature=temperature)
+            record["nll_test"] = self.mean_token_nll(test_data, temperature=temperature)
             record.update(self.text_scores([trainer.corpus.vocabulary.decode(row) for row in samples.numpy()]))
-            self.write_samples(phase, step, samples)
+            if not curve_point:
+                self.write_samples(phase, step, samples)
         count = min(t.num_discriminator_eval_samples, int(test_data.shape[0]))
-        if count:
+        if count and not curve_point:
             record["d_accuracy_real"] = self.share_judged_real(test_data[:count])
             record["d_accuracy_fake"] = 1.0 - self.share_judged_real(samples[:count])
         return record
+
+    def temperature_curve(self, temperatures):
+        """One record {temperature, nll_oracle (synthetic), nll_test, bleu_n,
+        self_bleu_n, distinct_share} per temperature: the quality-diversity
+        curve of Caccia et al. 2020 (lower temperature: higher quality, less
+        diversity), from the same seeded draw as every evaluation."""
+        curve = []
+        for temperature in temperatures:
+            record = self.evaluate("temperature", 0, temperature=temperature)
+            for key in ("phase", "step", "d_accuracy_real", "d_accuracy_fake"):
+                record.pop(key, None)
+            curve.append({"temperature": float(temperature), **record})
+        return curve
 
     def write_samples(self, phase, step, samples):
         """Decoded samples to run_dir/samples/<phase>_<step>.txt; a few on the terminal."""

@@ -11,6 +11,7 @@ Reference: Yu et al., AAAI 2017, Algorithm 1.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from tfseqgan.training.replicas import Replicas
 from tfseqgan.training.steps import Steps, check_discriminator_options
 
 PHASES = ("mle", "discriminator", "adversarial")
+TEMPERATURES_FILE = "temperatures.json"  # --temperature_curve's figures, in the run directory
 
 
 class TrainingError(RuntimeError):
@@ -256,8 +258,8 @@ class Trainer:
         """A fresh shape-(2,) int64 seed from the run's checkpointed generator."""
         return self.rng.make_seeds(1)[:, 0]
 
-    def sample(self, num_samples, seed=None, model="generator"):
-        fn = self.steps.generate if model == "generator" else self.steps.generate_oracle
+    def sample(self, num_samples, seed=None, model="generator", temperature=1.0):
+        fn = self.steps.generate_at(temperature) if model == "generator" else self.steps.generate_oracle
         seed = self.next_seed() if seed is None else tf.constant(seed, tf.int64)
         return fn(tf.constant(num_samples, tf.int32), seed)
 
@@ -483,18 +485,23 @@ class Trainer:
             self.objective.begin()
         if int(self.adversarial_iteration) == 0 and t.adversarial_iterations > 0:
             self.evaluate("adversarial", 0)
+        timed = []  # seconds of each iteration since the last evaluation
         while int(self.adversarial_iteration) < t.adversarial_iterations:
             iteration = int(self.adversarial_iteration) + 1
             began = time.perf_counter()
             extra = self.objective.iteration(iteration)
             self.adversarial_iteration.assign(iteration)
+            timed.append(time.perf_counter() - began)
             if self.run_config.progress:
                 self.log(
                     f"adversarial iteration {iteration}/{t.adversarial_iterations}: "
                     + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items())
-                    + f" ({time.perf_counter() - began:.1f} s)"
+                    + f" ({timed[-1]:.1f} s)"
                 )
             if iteration % t.adversarial_eval_every == 0 or iteration == t.adversarial_iterations:
+                # Training time alone (no evaluation, no checkpoint), the first iteration's tracing included.
+                extra = {**extra, "seconds_per_iteration": float(np.mean(timed)), "iterations_timed": len(timed)}
+                timed = []
                 self.evaluate("adversarial", iteration, extra)
                 self._save()
 
@@ -626,9 +633,41 @@ class Trainer:
         self.train_mle()
         self.train_discriminator()
         self.train_adversarial()
+        if self.train_config.temperature_curve:
+            self.write_temperature_curve()
         if not self.is_chief:
             shutil.rmtree(self.output_dir, ignore_errors=True)
         return self.history
+
+    def write_temperature_curve(self):
+        """Scores the final generator at each of --temperature_curve's
+        temperatures and writes RUN/temperatures.json (see `Evaluator.temperature_curve`)."""
+        t = self.train_config
+        began = time.perf_counter()
+        curve = self.evaluator.temperature_curve(t.temperature_curve)
+        for point in curve:
+            self.log(
+                f"[temperature {point['temperature']:g}] "
+                + "  ".join(
+                    f"{k} {v:.4f}"
+                    for k, v in point.items()
+                    if k != "temperature" and isinstance(v, float) and k.startswith(("nll", "bleu_", "self_bleu_"))
+                )
+            )
+        if self.is_chief:
+            document = {
+                "objective": t.objective,
+                "adversarial_iteration": int(self.adversarial_iteration),
+                "seed": t.seed,
+                "seconds": round(time.perf_counter() - began, 1),
+                "curve": curve,
+            }
+            path = os.path.join(self.run_config.run_dir, TEMPERATURES_FILE)
+            with open(path + ".tmp", "w", encoding="utf-8") as stream:
+                json.dump(document, stream, indent=1)
+            os.replace(path + ".tmp", path)
+            self.log(f"temperature curve: {path}")
+        return curve
 
     def weights_digest(self):
         """SHA-256 over the weights of every model of the run (the generator,

@@ -119,10 +119,11 @@ class Session:
         if not chief:
             return None
         real = trainer.real_text_record
-        table = report.format_table(history, real)
+        method = trainer.objective.title
+        table = report.format_table(history, real, method)
         log("\n" + table)
         write_atomically(os.path.join(run.run_dir, "report.txt"), table + "\n")
         if run.write_plot and history:
-            path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real)
+            path = report.write_plot(history, os.path.join(run.run_dir, report.plot_name(history)), real, method)
             log(f"plot: {path}")
         return history

@@ -35,7 +35,8 @@ class Steps:
         mle_step(tokens) -> loss: one MLE update of the generator.
         discriminator_step(tokens, labels, seed) -> (loss, accuracy): one D
             update with `--d_loss`; labels 1 real, 0 generated.
-        generate(num_samples, seed) -> (num_samples, time) generated ids.
+        generate(num_samples, seed) -> (num_samples, time) generated ids;
+            `generate_at(temperature)` gives it at another temperature.
         generate_per_replica(num_samples, seed): each replica's share, kept
             on it (per-replica values).
         generate_oracle: as `generate`, from the oracle (None for text).
@@ -128,27 +129,44 @@ class Steps:
         self.generate_per_replica = self.sampler(generator, gather=False)
         self.generate_oracle = None if trainer.oracle is None else self.sampler(trainer.oracle, gather=True)
         self.mean_over_replicas = replicas.mean()
+        self._tempered = {}  # temperature: `generate` at that temperature, made on first use
 
-    def sampler(self, model, gather):
+    def generate_at(self, temperature):
+        """`generate` drawing from softmax(logits / temperature) (compiled on first use)."""
+        if float(temperature) == 1.0:
+            return self.generate
+        if float(temperature) not in self._tempered:
+            self._tempered[float(temperature)] = self.sampler(self.trainer.generator, True, temperature)
+        return self._tempered[float(temperature)]
+
+    def sampler(self, model, gather, temperature=1.0):
         """A tf.function (num_samples, seed) -> free samples of `model`, split
         over the replicas (each draws the random numbers of its global rows),
-        gathered into one tensor or (gather=False) kept on each replica."""
+        gathered into one tensor or (gather=False) kept on each replica; drawn
+        from softmax(logits / temperature) (a Python float)."""
         replicas, trainer = self.replicas, self.trainer
         count, length = replicas.count, trainer.model_config.sequence_length
         static = replicas.jit_compile  # XLA needs the static-shape decoding loop
 
-        if model.name not in self._compiled_samplers:
+        key = (model.name, float(temperature))
+        if key not in self._compiled_samplers:
 
             @replicas.compiled
             def sample(rows, offset, seed):  # rows: (local, time) zeros, its shape static under XLA
                 local = tf.shape(rows)[0]
                 tokens = sampler.sample_free(
-                    model, local, seed, row_offset=offset, num_rows=local * count, static_shapes=static
+                    model,
+                    local,
+                    seed,
+                    temperature=float(temperature),
+                    row_offset=offset,
+                    num_rows=local * count,
+                    static_shapes=static,
                 )
                 return trainer.postprocess(tokens)
 
-            self._compiled_samplers[model.name] = sample
-        sample = self._compiled_samplers[model.name]
+            self._compiled_samplers[key] = sample
+        sample = self._compiled_samplers[key]
 
         def sample_replica(num_samples, seed):
             per_replica = (num_samples + count - 1) // count
