@@ -54,6 +54,47 @@ def test_mirrored_over_two_cpus_matches_one_device_and_checkpoints_cross_strateg
         assert check[label]["final_nll_oracle"] == pytest.approx(check["straight_final_nll_oracle"], abs=1e-4)
 
 
+@pytest.mark.slow  # a subprocess with four tiny trainers: -m slow
+def test_mirrored_over_two_cpus_matches_one_device_for_gumbel_and_wgan_gp(tmp_path):
+    """One whole adversarial iteration of each new objective (G step through D, D or
+    critic steps with the relativistic pairs) on two logical CPUs gives the
+    single-device weights and losses."""
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "helpers" / "mirrored_objectives_check.py"), str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stderr[-3000:]
+    check = json.loads(lines[-1][len("RESULT ") :])
+    assert check["replicas"] == 2
+    for objective in ("gumbel", "wgan_gp"):
+        run = check[objective]
+        assert run["initial"] == 0.0
+        assert run["moved_single"] > 1e-5 and run["moved_mirrored"] > 1e-5  # the iteration trained something
+        assert run["after_iteration"] < 1e-6, (objective, run["after_iteration"])
+        for name, value in run["metrics_single"].items():
+            assert run["metrics_mirrored"][name] == pytest.approx(value, abs=1e-5), (objective, name)
+
+
+@pytest.mark.slow  # XLA compiles of two objectives: -m slow
+@pytest.mark.parametrize("objective", ["gumbel", "wgan_gp"])
+def test_an_adversarial_iteration_of_the_new_objectives_runs_under_xla(tmp_path, objective):
+    trainer = quiet_trainer(tmp_path, objective=objective, jit_compile=True, discriminator_steps=2, critic_steps=2)
+    trainer.make_data()
+    before = [w.numpy() for m in (trainer.generator, trainer.discriminator) for w in m.weights]
+    trainer.objective.begin()
+    metrics = trainer.objective.iteration(1)
+    assert metrics and all(np.isfinite(v) for v in metrics.values()), metrics
+    after = [w.numpy() for m in (trainer.generator, trainer.discriminator) for w in m.weights]
+    moved = [not np.array_equal(a, b) for a, b in zip(after, before)]
+    generator_weights = len(trainer.generator.weights)
+    assert any(moved[:generator_weights]) and any(moved[generator_weights:])  # G and D (critic) both trained
+
+
 def free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     try:
