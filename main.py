@@ -58,7 +58,7 @@ FLAGS = flags.FLAGS
 
 # Each section: (title, [flag names]); flags.cfg is written in this order.
 SECTIONS = []
-MAX_TEMPERATURE = 10.0  # --temperature_curve's limits
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0  # --temperature_curve's limits
 MAX_CURVE_POINTS = 32
 
 
@@ -221,7 +221,7 @@ flags.DEFINE_list(
     [],
     "Sampling temperatures (e.g. 0.6,0.8,1,1.2,1.4) at which the final generator is scored (NLL-oracle, "
     f"NLL-test, BLEU, Self-BLEU) into RUN/temperatures.json: a quality-diversity curve; at most "
-    f"{MAX_CURVE_POINTS} values in (0, {MAX_TEMPERATURE:g}].",
+    f"{MAX_CURVE_POINTS} values in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}].",
 )
 _section(
     "Schedule",
@@ -384,8 +384,10 @@ def parse_temperatures(items):
             value = float(item)
         except ValueError:
             raise FlagError(f"--temperature_curve: expected comma-separated numbers, got {item!r}") from None
-        if not 0.0 < value <= MAX_TEMPERATURE:  # also refuses NaN
-            raise FlagError(f"--temperature_curve: temperatures must be in (0, {MAX_TEMPERATURE:g}], got {item}")
+        if not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:  # also refuses NaN
+            raise FlagError(
+                f"--temperature_curve: temperatures must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {item}"
+            )
         values.append(value)
     if len(values) > MAX_CURVE_POINTS:
         raise FlagError(f"--temperature_curve: at most {MAX_CURVE_POINTS} temperatures, got {len(values)}")

@@ -4,7 +4,8 @@ discriminator), with each objective's flagfile schedule inside an iteration:
 
 - seqgan: one policy-gradient step (64 samples, 16 rollouts each) and one D
   round of 2,048 fresh negatives, 1 epoch (flags/synthetic_quick.cfg);
-- gumbel: one generator step through D and 5 D steps (one batch each);
+- gumbel: one generator step through D and 5 D steps (one batch each), the
+  hard id fed back;
 - wgan_gp: 5 critic steps and one generator step.
 
 The weights are untrained: the time of an iteration does not depend on them.
@@ -37,7 +38,7 @@ SCHEDULES = {  # the inside of one adversarial iteration, as the synthetic_quick
         adversarial_discriminator_negatives=2048,
         adversarial_discriminator_epochs=1,
     ),
-    "gumbel": dict(generator_steps=1, discriminator_steps=5, d_loss="relativistic"),
+    "gumbel": dict(generator_steps=1, discriminator_steps=5, d_loss="relativistic", gumbel_feedback="hard"),
     "wgan_gp": dict(generator_steps=1, critic_steps=5),
 }
 

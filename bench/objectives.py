@@ -41,6 +41,8 @@ SETTINGS = ("synthetic", "poem", "coco")
 METHODS = ("mle", "seqgan", "gumbel", "wgan_gp")
 TITLES = {"mle": "MLE", "seqgan": "SeqGAN", "gumbel": "Gumbel", "wgan_gp": "WGAN-GP"}
 TEMPERATURES = "0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4"
+TEMPERATURES_LIST = tuple(float(t) for t in TEMPERATURES.split(","))
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0  # main.py --temperature_curve's limits
 METRICS = (
     ("nll_oracle", "NLL-oracle"),
     ("nll_test", "NLL-test"),
@@ -53,7 +55,8 @@ METRICS = (
     ("self_bleu_4", "Self-BLEU-4"),
     ("self_bleu_5", "Self-BLEU-5"),
     ("distinct_share", "distinct"),
-    ("seconds_per_iteration", "s / iteration"),
+    ("iterations", "iterations"),
+    ("iteration_seconds", "s / iteration"),
 )
 # (quality, diversity, quality: higher is better): each pair is one panel of the curves.
 # NLL-oracle: lower is better quality; NLL-test and Self-BLEU: lower is more diverse.
@@ -85,6 +88,9 @@ def parse_args(argv):
         args.temperatures = sorted({float(value) for value in args.temperatures.split(",")} | {1.0})
     except ValueError as error:
         parser.error(f"--seeds and --temperatures take comma-separated numbers ({error})")
+    if not all(MIN_TEMPERATURE <= t <= MAX_TEMPERATURE for t in args.temperatures):
+        parser.error(f"--temperatures: each must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] (main.py's limits)")
+    args.seeds = sorted(set(args.seeds))
     args.methods = args.methods.split(",")
     unknown = [name for name in args.methods if name not in METHODS]
     if unknown:
@@ -108,22 +114,62 @@ def run_flags(args, method, seed, run_dir):
     return flags + args.extra.split()
 
 
+def flag_value(path, name):
+    """The last `--name=value` line of a flagfile, or None."""
+    value = None
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            if line.startswith(f"--{name}="):
+                value = line.strip().split("=", 1)[1]
+    return value
+
+
+def expected_run(args, method):
+    """(objective, adversarial iterations) a finished run of `method` must have."""
+    if method == "mle":
+        return "seqgan", 0
+    path = flagfile(args.setting, method)
+    extra = {item.split("=", 1)[0]: item.split("=", 1)[1] for item in args.extra.split() if "=" in item}
+    iterations = extra.get("--adversarial_iterations", flag_value(path, "adversarial_iterations"))
+    return flag_value(path, "objective") or "seqgan", int(iterations)
+
+
 def finished(run_dir, curve=True):
     done = os.path.isfile(os.path.join(run_dir, "report.txt"))
     return done and (not curve or os.path.isfile(os.path.join(run_dir, "temperatures.json")))
 
 
-def method_figures(run_dir):
-    """The figures at temperature 1, the curve, and the training seconds per adversarial iteration."""
+def stale(args, method, run_dir):
+    """Why a finished run does not answer this experiment (other temperatures, objective
+    or schedule: an earlier experiment's run), or None."""
     with open(os.path.join(run_dir, "temperatures.json"), encoding="utf-8") as stream:
-        curve = json.load(stream)["curve"]
-    final = dict(next(point for point in curve if point["temperature"] == 1.0))
-    timed = [r for r in records(run_dir) if r["phase"] == "adversarial" and "seconds_per_iteration" in r]
-    iterations = sum(r["iterations_timed"] for r in timed)
-    if iterations:
-        final["seconds_per_iteration"] = sum(r["seconds_per_iteration"] * r["iterations_timed"] for r in timed) / (
-            iterations
+        document = json.load(stream)
+    temperatures = [point["temperature"] for point in document["curve"]]
+    objective, iterations = expected_run(args, method)
+    if temperatures != args.temperatures:
+        return f"its curve has temperatures {temperatures}, not {args.temperatures}"
+    if (document["objective"], document["adversarial_iteration"]) != (objective, iterations):
+        return (
+            f"it ran --objective={document['objective']} for {document['adversarial_iteration']} adversarial "
+            f"iterations, not {objective} for {iterations}"
         )
+    return None
+
+
+def method_figures(run_dir):
+    """The figures at temperature 1, the curve, the adversarial iterations run, and the
+    median over evaluation windows of the training seconds per adversarial iteration
+    (a median: a process's first window includes its tracing)."""
+    with open(os.path.join(run_dir, "temperatures.json"), encoding="utf-8") as stream:
+        document = json.load(stream)
+    curve = document["curve"]
+    final = dict(next(point for point in curve if point["temperature"] == 1.0))
+    final["iterations"] = document["adversarial_iteration"]
+    windows = [
+        r["iteration_seconds"] for r in records(run_dir) if r["phase"] == "adversarial" and "iteration_seconds" in r
+    ]
+    if windows:
+        final["iteration_seconds"] = float(np.median(windows))
     return final, curve
 
 
@@ -136,36 +182,60 @@ def mean_curve(curves):
     return points
 
 
+def front(reference, quality, diversity, higher_is_better):
+    """MLE's best trade-offs: its points that no other point beats on both quality and
+    diversity, as (diversity, quality) sorted by diversity (lower: more diverse).
+    Along it quality gets better as diversity gets worse, so it can be interpolated
+    even where the temperature curve folds back on itself."""
+    sign = 1.0 if higher_is_better else -1.0
+    points = sorted((p[diversity], sign * p[quality]) for p in reference)
+    kept = []
+    for x, y in points:  # by diversity, best first: keep a point only if its quality beats every earlier one
+        if kept and y <= kept[-1][1]:
+            continue
+        if kept and x == kept[-1][0]:
+            kept.pop()
+        kept.append((x, y))
+    return [(x, sign * y) for x, y in kept]
+
+
 def verdict(points, reference, quality, diversity, higher_is_better):
     """Where a method's curve lies against MLE's (`reference`) in one panel.
 
-    Each of the method's points whose diversity lies within the range MLE's
-    curve covers is compared with MLE's quality at that diversity (linear
-    interpolation between MLE's temperatures): "beyond" when the method's
-    quality is better there. Returns {beyond, inside, outside_range, text}.
+    Each of the method's points is compared with MLE's best trade-off at its
+    diversity (`front`, linear between MLE's points): "beyond" when the point's
+    quality is better there, "inside" when worse, "on" when equal. Past the ends
+    of MLE's range only what dominates is judged: a point more diverse than
+    every MLE point is beyond when it also beats MLE's most diverse quality, a
+    point less diverse than every MLE point is inside when it does not beat MLE's
+    least diverse quality; the rest cannot be compared (`outside_range`).
+    Returns {beyond, inside, on, outside_range, text}.
     """
-    ordered = sorted(reference, key=lambda p: p[diversity])
-    xs = [p[diversity] for p in ordered]
-    ys = [p[quality] for p in ordered]
-    beyond = inside = outside = 0
+    best = front(reference, quality, diversity, higher_is_better)
+    xs, ys = [x for x, _ in best], [y for _, y in best]
+    counts = {"beyond": 0, "inside": 0, "on": 0, "outside_range": 0}
     for point in points:
         x = point[diversity]
-        if not xs[0] <= x <= xs[-1]:
-            outside += 1
+        reached = float(np.interp(x, xs, ys))  # clamps to the ends' qualities outside [xs[0], xs[-1]]
+        gain = point[quality] - reached if higher_is_better else reached - point[quality]
+        if (x < xs[0] and gain <= 0) or (x > xs[-1] and gain > 0):
+            counts["outside_range"] += 1
             continue
-        better = point[quality] > np.interp(x, xs, ys) if higher_is_better else point[quality] < np.interp(x, xs, ys)
-        beyond += int(better)
-        inside += int(not better)
-    compared = beyond + inside
+        if abs(gain) <= 1e-9 * max(1.0, abs(reached)):  # equal but for round-off
+            gain = 0.0
+        counts["beyond" if gain > 0 else "inside" if gain < 0 else "on"] += 1
+    compared = counts["beyond"] + counts["inside"] + counts["on"]
     if not compared:
         text = "no point within MLE's range"
-    elif beyond == compared:
+    elif counts["beyond"] == compared:
         text = f"beyond MLE's curve ({compared} of {compared} comparable points)"
-    elif inside == compared:
+    elif counts["inside"] == compared:
         text = f"inside MLE's curve ({compared} of {compared} comparable points)"
+    elif counts["on"] == compared:
+        text = f"on MLE's curve ({compared} of {compared} comparable points)"
     else:
-        text = f"crosses MLE's curve ({beyond} of {compared} comparable points beyond)"
-    return {"beyond": beyond, "inside": inside, "outside_range": outside, "text": text}
+        text = f"crosses MLE's curve ({counts['beyond']} of {compared} comparable points beyond)"
+    return {**counts, "text": text}
 
 
 def table(results, metrics, title):
@@ -174,7 +244,7 @@ def table(results, metrics, title):
         cells = []
         for key, _ in metrics:
             stats = result["summary"].get(key)
-            digits = 2 if key == "seconds_per_iteration" else 4
+            digits = {"iteration_seconds": 2, "iterations": 0}.get(key, 4)
             cells.append("–" if stats is None else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}")
         lines.append(f"| {TITLES[method]} | " + " | ".join(cells) + " |")
     return f"{title}\n\n" + "\n".join(lines) + "\n"
@@ -241,12 +311,17 @@ def main(argv=None):
         queued = {}
         for method in args.methods:
             run_dir = os.path.join(args.work_dir, f"seed{seed}", method)
-            if finished(run_dir) and not args.restart:
-                print(f"{method} seed {seed}: keeping the finished {run_dir}", flush=True)
-                queued[(method, seed)] = concurrent.futures.Future()
-                queued[(method, seed)].set_result(None)
-                continue
-            if args.restart or not os.path.isdir(run_dir):
+            restart = args.restart
+            if finished(run_dir) and not restart:
+                reason = stale(args, method, run_dir)
+                if reason is None:
+                    print(f"{method} seed {seed}: keeping the finished {run_dir}", flush=True)
+                    queued[(method, seed)] = concurrent.futures.Future()
+                    queued[(method, seed)].set_result(None)
+                    continue
+                print(f"{method} seed {seed}: {run_dir} is from another experiment ({reason}); rerunning", flush=True)
+                restart = True
+            if restart or not os.path.isdir(run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.rmtree(run_dir + ".copy", ignore_errors=True)
                 shutil.copytree(
@@ -276,14 +351,22 @@ def main(argv=None):
         print(f"seed {seed}: pre-trained in {future.result():.0f} s", flush=True)
         futures.update(method_runs(seed))
 
-    per_seed, curves = {}, {}
-    for (method, seed), future in futures.items():
-        seconds = future.result()
+    per_seed, curves, failed = {method: {} for method in args.methods}, {method: [] for method in args.methods}, []
+    for (method, seed), future in sorted(futures.items()):
+        try:
+            seconds = future.result()
+        except RuntimeError as error:  # a failed run (see its log) is reported and left out; the rest still count
+            print(f"{method} seed {seed}: FAILED: {error}", flush=True)
+            failed.append({"method": method, "seed": seed, "error": str(error)})
+            continue
         final, curve = method_figures(os.path.join(args.work_dir, f"seed{seed}", method))
-        per_seed.setdefault(method, {})[seed] = {"final": final, "curve": curve}
-        curves.setdefault(method, []).append(curve)
+        per_seed[method][seed] = {"final": final, "curve": curve}
+        curves[method].append(curve)
         if seconds is not None:
             print(f"{method} seed {seed}: {json.dumps({k: round(v, 4) for k, v in final.items()})} ({seconds:.0f} s)")
+    if not curves["mle"]:
+        print("no MLE run finished: nothing to compare with", flush=True)
+        return 1
 
     finals = [run["final"] for runs in per_seed.values() for run in runs.values()]
     metrics = [(k, n) for k, n in METRICS if any(k in final for final in finals)]
@@ -295,17 +378,20 @@ def main(argv=None):
             "per_seed": runs,
             "summary": {key: summary([r["final"].get(key) for r in runs.values()]) for key, _ in metrics},
         }
-    means = {method: mean_curve(curves[method]) for method in args.methods}
+    means = {method: mean_curve(curves[method]) for method in args.methods if curves[method]}
     pairs = [p for p in PAIRS if p[0] in means["mle"][0] and p[1] in means["mle"][0]]  # what the runs scored
     verdicts = {
         method: {(q, d): verdict(means[method], means["mle"], q, d, higher) for q, d, higher in pairs}
-        for method in args.methods
+        for method in means
         if method != "mle"
     }
     title = f"{args.setting}, quick schedule, seeds {args.seeds} (mean ± sample std over seeds, temperature 1)"
     markdown = table(results, metrics, title)
     markdown += "\nTemperature curves (seed means; temperatures " + ", ".join(f"{t:g}" for t in args.temperatures)
     markdown += f"), against MLE's:\n\n{verdict_lines(verdicts)}"
+    if failed:
+        markdown += "\nFailed runs (left out above): " + ", ".join(f"{f['method']} seed {f['seed']}" for f in failed)
+        markdown += "\n"
     png = os.path.splitext(args.out)[0] + ".png"
     plot(means, pairs, png, f"{args.setting}: quality against diversity over sampling temperature (seeds {args.seeds})")
     document = {
@@ -318,13 +404,14 @@ def main(argv=None):
         "results": results,
         "mean_curves": means,
         "verdicts": {m: {f"{q} vs {d}": v for (q, d), v in panels.items()} for m, panels in verdicts.items()},
+        "failed": failed,
     }
     write_json(args.out, document)
     with open(os.path.splitext(args.out)[0] + ".md", "w", encoding="utf-8") as stream:
         stream.write(markdown)
     print("\n" + markdown)
     print(f"wrote {args.out}, {os.path.splitext(args.out)[0]}.md and {png}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

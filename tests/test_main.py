@@ -220,8 +220,9 @@ def parsed_flags():
         (["--vocabulary_size=20", "--start_token=20"], "--start_token=20 must be < --vocabulary_size=20"),
         (["--num_real_samples=10", "--batch_size=16"], "--num_real_samples=10 is smaller than one batch"),
         (["--temperature_curve=0.8,warm"], "--temperature_curve: expected comma-separated numbers, got 'warm'"),
-        (["--temperature_curve=0.8,0"], "--temperature_curve: temperatures must be in (0, 10], got 0"),
-        (["--temperature_curve=nan"], "--temperature_curve: temperatures must be in (0, 10], got nan"),
+        (["--temperature_curve=0.8,0"], "--temperature_curve: temperatures must be in [0.01, 10], got 0"),
+        (["--temperature_curve=1e-39"], "--temperature_curve: temperatures must be in [0.01, 10], got 1e-39"),
+        (["--temperature_curve=nan"], "--temperature_curve: temperatures must be in [0.01, 10], got nan"),
         (["--temperature_curve=" + ",".join(["1"] * 33)], "--temperature_curve: at most 32 temperatures, got 33"),
     ],
 )

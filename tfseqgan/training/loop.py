@@ -499,8 +499,9 @@ class Trainer:
                     + f" ({timed[-1]:.1f} s)"
                 )
             if iteration % t.adversarial_eval_every == 0 or iteration == t.adversarial_iterations:
-                # Training time alone (no evaluation, no checkpoint), the first iteration's tracing included.
-                extra = {**extra, "seconds_per_iteration": float(np.mean(timed)), "iterations_timed": len(timed)}
+                # The mean training time of the iterations since the last evaluation (none of the
+                # evaluation or checkpoint time; a process's first iteration includes its tracing).
+                extra = {**extra, "iteration_seconds": float(np.mean(timed))}
                 timed = []
                 self.evaluate("adversarial", iteration, extra)
                 self._save()
