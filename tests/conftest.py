@@ -109,3 +109,13 @@ def log_softmax(logits, axis=-1):
 
 def softmax(logits, axis=-1):
     return np.exp(log_softmax(logits, axis))
+
+
+def load_bench_script(name):
+    """bench/NAME.py as a module (the bench scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

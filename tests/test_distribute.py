@@ -24,11 +24,11 @@ def quiet_trainer(run_dir, **overrides):
     return Trainer(*tiny_configs(run_dir, **overrides), log=lambda *args: None)
 
 
-def test_mirrored_over_two_cpus_matches_one_device_and_checkpoints_cross_strategies(tmp_path):
-    """One MLE, one D and one adversarial step on two logical CPUs give the single-device
-    weights to 1e-5; a run started under one strategy resumes under the other."""
+def helper_result(script, run_dir):
+    """Runs tests/helpers/SCRIPT RUN_DIR in a fresh process (two logical CPUs must be
+    set before TensorFlow starts) and returns the JSON of its RESULT line."""
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "helpers" / "mirrored_check.py"), str(tmp_path)],
+        [sys.executable, str(REPO_ROOT / "tests" / "helpers" / script), str(run_dir)],
         cwd=REPO_ROOT,
         env=environment(),
         capture_output=True,
@@ -37,7 +37,13 @@ def test_mirrored_over_two_cpus_matches_one_device_and_checkpoints_cross_strateg
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
-    check = json.loads(lines[-1][len("RESULT ") :])
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def test_mirrored_over_two_cpus_matches_one_device_and_checkpoints_cross_strategies(tmp_path):
+    """One MLE, one D and one adversarial step on two logical CPUs give the single-device
+    weights to 1e-5; a run started under one strategy resumes under the other."""
+    check = helper_result("mirrored_check.py", tmp_path)
     assert check["replicas"] == 2
     assert check["initial"] == 0.0
     for step in ("mle_step", "discriminator_step", "adversarial_step"):
@@ -59,17 +65,7 @@ def test_mirrored_over_two_cpus_matches_one_device_for_gumbel_and_wgan_gp(tmp_pa
     """One whole adversarial iteration of each new objective (G step through D, D or
     critic steps with the relativistic pairs) on two logical CPUs gives the
     single-device weights and losses."""
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "helpers" / "mirrored_objectives_check.py"), str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result.returncode == 0 and lines, result.stderr[-3000:]
-    check = json.loads(lines[-1][len("RESULT ") :])
+    check = helper_result("mirrored_objectives_check.py", tmp_path)
     assert check["replicas"] == 2
     for objective in ("gumbel", "wgan_gp"):
         run = check[objective]

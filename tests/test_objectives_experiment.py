@@ -1,21 +1,18 @@
 """bench/objectives.py: the method comparison's bookkeeping (what is rerun,
 resumed or kept), its table, and its verdict against MLE's temperature curve."""
 
-import importlib.util
 import json
 import os
 
 import pytest
+from conftest import load_bench_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("bench_objectives", os.path.join(ROOT, "bench", "objectives.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("objectives")
 
 
 def point(temperature, quality, diversity):

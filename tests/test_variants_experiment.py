@@ -1,20 +1,15 @@
 """bench/variants.py: an interrupted experiment continues with --reuse_finished."""
 
-import importlib.util
 import json
 import os
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def variants():
-    spec = importlib.util.spec_from_file_location("bench_variants", os.path.join(ROOT, "bench", "variants.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("variants")
 
 
 def finished_run(run_dir, nll_test, elapsed):
