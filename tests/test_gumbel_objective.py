@@ -70,9 +70,28 @@ def test_a_resumed_gumbel_run_ends_on_the_uninterrupted_runs_metrics(gumbel_run,
     assert without_timings(resumed) == without_timings(history)
 
 
-@pytest.mark.parametrize("feedback", ["relaxed", "hard"])
-def test_a_generator_step_raises_ds_score_of_fakes_and_leaves_d_alone(tmp_path, feedback):
-    trainer = quiet(tmp_path, gumbel_feedback=feedback, adversarial_generator_learning_rate=0.05)
+@pytest.mark.parametrize("d_loss", ["standard", "relativistic", "relativistic_average"])
+def test_d_steps_widen_ds_real_minus_fake_gap(tmp_path, d_loss):
+    """The pairing and labels of D's batch: real rows up, relaxed fakes down, under every --d_loss."""
+    trainer = quiet(tmp_path, d_loss=d_loss, discriminator_learning_rate=0.01)
+    objective, d = trainer.objective, trainer.discriminator
+    trainer.make_data()
+    reals, seed, beta = trainer.real_data[:16], tf.constant([5, 5], tf.int64), tf.constant(2.0)
+
+    def gap():
+        return float(tf.reduce_mean(d.critic(tf.one_hot(reals, trainer.model_config.vocabulary_size)))) - float(
+            tf.reduce_mean(d.critic(objective.fake_rows(16, seed, beta)))
+        )
+
+    before = gap()
+    for step in range(5):
+        objective.discriminator_step(reals, seed, tf.constant([7, step], tf.int64), beta)
+    assert gap() > before + 1e-3
+
+
+@pytest.mark.parametrize("feedback, d_loss", [("relaxed", "standard"), ("hard", "standard"), ("hard", "relativistic")])
+def test_a_generator_step_raises_ds_score_of_fakes_and_leaves_d_alone(tmp_path, feedback, d_loss):
+    trainer = quiet(tmp_path, gumbel_feedback=feedback, d_loss=d_loss, adversarial_generator_learning_rate=0.05)
     objective, d = trainer.objective, trainer.discriminator
     trainer.make_data()
     seed, beta = tf.constant([9, 9], tf.int64), tf.constant(2.0)

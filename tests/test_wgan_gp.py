@@ -55,6 +55,23 @@ def test_a_critic_step_raises_the_real_minus_fake_gap(tmp_path):
     assert gap() > before + 1e-3
 
 
+def test_a_critic_steps_loss_is_wasserstein_plus_lambda_penalty_on_its_own_samples(tmp_path):
+    """Recomputed apart: E[C(fake)] - E[C(real)] + lambda * GP, with real = one-hot rows, fake = the
+    generator's softmax rows drawn with the step's seed, one epsilon per row from the step's other seed."""
+    trainer = quiet(tmp_path, gradient_penalty=7.0)
+    objective, critic = trainer.objective, trainer.discriminator
+    reals = tf.constant(np.random.default_rng(0).integers(0, 20, size=[16, 6]), tf.int32)
+    sample_seed, epsilon_seed = tf.constant([3, 1], tf.int64), tf.constant([4, 2], tf.int64)
+    fake, _ = objective.fake_probabilities(16, sample_seed)
+    real = tf.one_hot(reals, trainer.model_config.vocabulary_size)
+    epsilon = tf.random.stateless_uniform([16], epsilon_seed)
+    wasserstein = float(tf.reduce_mean(critic.critic(fake)) - tf.reduce_mean(critic.critic(real)))
+    penalty = float(losses.gradient_penalty(critic.critic, real, fake, epsilon))
+    loss, step_penalty = objective.critic_step(reals, sample_seed, epsilon_seed)
+    assert float(step_penalty) == pytest.approx(penalty, rel=1e-4, abs=1e-6)
+    assert float(loss) == pytest.approx(wasserstein + 7.0 * penalty, rel=1e-4, abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def wgan_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("wgan")
