@@ -28,10 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from export import graph, pipeline  # noqa: E402
-from export.onnx_sample import OnnxSampler  # noqa: E402
-from export.restore import load_run  # noqa: E402
 from tfseqgan import sampler  # noqa: E402
+from tfseqgan.export import graph, pipeline  # noqa: E402
+from tfseqgan.export.onnx_sample import OnnxSampler  # noqa: E402
+from tfseqgan.export.restore import load_run  # noqa: E402
 
 
 def summary(times, count):

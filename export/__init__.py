@@ -1,8 +1,5 @@
-"""Export of a trained tfseqgan generator: a SavedModel, ONNX sampler and
-scorer models, a manifest, all verified against the in-memory model.
-
-`python -m export --run_dir=RUN` writes RUN/export; `python -m
-export.onnx_sample MODEL.onnx --num 5` samples from the ONNX side with
-onnxruntime and NumPy only. This package's __init__ imports nothing, so the
-ONNX runner never loads TensorFlow.
-"""
+"""The checkout's commands of the export: `python -m export` (tfseqgan-export)
+and `python -m export.onnx_sample` (tfseqgan-sample). The code is the package
+tfseqgan.export; these two modules only run it, so that the commands of the
+README work from a checkout as they always have. The wheel does not ship
+this folder (docs/design.md, "Package layout")."""

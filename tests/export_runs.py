@@ -4,8 +4,8 @@ import os
 
 import tensorflow as tf
 
-from export.restore import write_model_json
 from tfseqgan import text
+from tfseqgan.export.restore import write_model_json
 from tfseqgan.generator import Generator
 
 POEM_CHARACTERS = list("春夏秋冬风花雪月山水，。")
@@ -43,7 +43,7 @@ POEM_VOCABULARY_SIZE = len(POEM_TOKENS)
 
 
 def step_metadata(vocabulary_size=POEM_VOCABULARY_SIZE, sequence_length=POEM_LENGTH, hidden_dim=3, **overrides):
-    """The `tfseqgan` metadata of a sampler step (as export/onnx_model.py writes it)."""
+    """The `tfseqgan` metadata of a sampler step (as tfseqgan/export/onnx_model.py writes it)."""
     info = {
         "format": 1,
         "vocabulary_size": vocabulary_size,

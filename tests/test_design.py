@@ -68,7 +68,7 @@ def test_the_toy_objectives_state_is_checkpointed(toy_run, tmp_path):
 
 
 def test_the_cli_choices_are_the_objectives():
-    import main
+    from tfseqgan.cli import train as main
 
     assert sorted(main.FLAGS["objective"].parser.enum_values) == sorted(OBJECTIVES)
     assert main.FLAGS["objective"].default == "seqgan"

@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from export_runs import POEM_CHARACTERS, POEM_LENGTH, POEM_TOKENS, make_run
 
-from export import acrostic, onnx_sample, pipeline, saved_model, verify
-from export.limits import MAX_SAMPLES
-from export.onnx_sample import OnnxSampler, SamplerInputError
-from export.restore import ExportError, load_run
-from export.saved_model import SamplerModule
 from tfseqgan import sampler, text
+from tfseqgan.export import acrostic, onnx_sample, pipeline, saved_model, verify
+from tfseqgan.export.limits import MAX_SAMPLES
+from tfseqgan.export.onnx_sample import OnnxSampler, SamplerInputError
+from tfseqgan.export.restore import ExportError, load_run
+from tfseqgan.export.saved_model import SamplerModule
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from conftest import REPO_ROOT
 from export_runs import POEM_LENGTH, POEM_TOKENS, make_run
 from test_main import TINY_FLAGS
 
-from export import pipeline
-from export.onnx_sample import OnnxSampler
+from tfseqgan.export import pipeline
+from tfseqgan.export.onnx_sample import OnnxSampler
 
 TIMEOUT_S = 120  # hang guards; each command takes seconds
 
@@ -156,7 +156,7 @@ def test_the_blocker_blocks_tensorflow():
 )
 def test_onnx_sample_prints_text_without_tensorflow(poem_export, args):
     model = str(poem_export / "onnx" / "sampler.onnx")
-    result = without_tensorflow("export.onnx_sample", model, *args)
+    result = without_tensorflow("tfseqgan.export.onnx_sample", model, *args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.strip().endswith("loaded: none")
     lines = result.stdout.splitlines()
@@ -193,7 +193,7 @@ def test_onnx_sample_prints_text_without_tensorflow(poem_export, args):
     ],
 )
 def test_onnx_sample_bad_arguments_end_in_one_line(poem_export, args, message):
-    result = without_tensorflow("export.onnx_sample", str(poem_export / "onnx" / "sampler.onnx"), *args)
+    result = without_tensorflow("tfseqgan.export.onnx_sample", str(poem_export / "onnx" / "sampler.onnx"), *args)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if not line.startswith("loaded:")]
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr
@@ -202,7 +202,7 @@ def test_onnx_sample_bad_arguments_end_in_one_line(poem_export, args, message):
 
 @pytest.mark.parametrize("model", ["missing.onnx", "onnx/vocab.txt", "onnx/scorer.onnx"])
 def test_onnx_sample_bad_model_files_end_in_one_line(poem_export, model):
-    result = without_tensorflow("export.onnx_sample", str(poem_export / model), "--num", "1")
+    result = without_tensorflow("tfseqgan.export.onnx_sample", str(poem_export / model), "--num", "1")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if not line.startswith("loaded:")]
     assert len(errors) == 1 and errors[0].startswith("error: ") and model.split("/")[-1] in errors[0]
@@ -350,7 +350,7 @@ def test_onnx_sample_reads_nothing_outside_the_folder_and_never_hangs(poem_expor
     model = copy_with_metadata(poem_export, tmp_path / "model", **changes)
     os.mkfifo(tmp_path / "model" / "pipe")
     os.symlink("/dev/zero", tmp_path / "model" / "zero")
-    result = without_tensorflow("export.onnx_sample", str(model), "--num", "3")  # TIMEOUT_S guards a hang
+    result = without_tensorflow("tfseqgan.export.onnx_sample", str(model), "--num", "3")  # TIMEOUT_S guards a hang
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     (line,) = messages(result.stderr)
     assert line.startswith("error: ") and "top secret" not in line
@@ -412,8 +412,8 @@ def test_a_signal_while_the_pipeline_is_still_importing_ends_in_one_line():
     functions not defined yet): still one line and 128 + 15, no traceback."""
     script = (
         "import sys, types\n"
-        "sys.modules['export.pipeline'] = types.ModuleType('export.pipeline')  # as mid-import\n"
-        "import export.__main__ as cli\n"
+        "sys.modules['tfseqgan.export.pipeline'] = types.ModuleType('tfseqgan.export.pipeline')  # as mid-import\n"
+        "import tfseqgan.export.__main__ as cli\n"
         "cli._interrupted(15, None)\n"
     )
     result = subprocess.run(

@@ -17,12 +17,12 @@ import pytest
 import tensorflow as tf
 from export_runs import POEM_TOKENS, make_run, model_folder, step_metadata
 
-from export import loader, onnx_sample, pipeline, schema
-from export.acrostic import acrostic_bias
-from export.limits import MAX_SAMPLES, MAX_THREADS, MAX_TIME_BY_VOCABULARY
-from export.onnx_sample import OnnxSampler, SamplerInputError
-from export.restore import ExportError, load_run
 from tfseqgan import text
+from tfseqgan.export import loader, onnx_sample, pipeline, schema
+from tfseqgan.export.acrostic import acrostic_bias
+from tfseqgan.export.limits import MAX_SAMPLES, MAX_THREADS, MAX_TIME_BY_VOCABULARY
+from tfseqgan.export.onnx_sample import OnnxSampler, SamplerInputError
+from tfseqgan.export.restore import ExportError, load_run
 
 SECRET = "secret line outside the model folder"
 
@@ -526,7 +526,7 @@ def test_model_json_that_is_too_large_or_too_deep_is_refused(tmp_path, monkeypat
     (run_dir / "model.json").write_text("[" * 200_000, encoding="utf-8")
     with pytest.raises(ExportError, match="not JSON"):
         load_run(str(run_dir))
-    monkeypatch.setattr("export.restore.MAX_DESCRIPTION_BYTES", 1000)
+    monkeypatch.setattr("tfseqgan.export.restore.MAX_DESCRIPTION_BYTES", 1000)
     with pytest.raises(ExportError, match="200,000 bytes, more than the 1,000 bytes allowed"):
         load_run(str(run_dir))
 
@@ -639,13 +639,13 @@ def test_an_unexpected_error_in_the_cli_is_one_line(folder, capsys, monkeypatch)
 BROKEN_EXPORT = """
 import sys
 from absl import app
-from export import pipeline
+from tfseqgan.export import pipeline
 
 def broken(*args, **kwargs):
     raise KeyError("generator")
 
 pipeline.export_run = broken
-from export import __main__ as export_main
+from tfseqgan.export import __main__ as export_main
 
 app.run(export_main.main, argv=["export", "--run_dir=" + sys.argv[1]], flags_parser=export_main.parse_flags)
 """
@@ -679,7 +679,7 @@ def test_a_reader_that_closes_early_ends_the_cli_quietly(folder):
 
 def test_tokens_the_terminal_cannot_encode_are_printed_escaped(folder):
     result = run_module(
-        "export.onnx_sample", str(folder / "sampler.onnx"), "--num", "1", env={"PYTHONIOENCODING": "latin-1"}
+        "tfseqgan.export.onnx_sample", str(folder / "sampler.onnx"), "--num", "1", env={"PYTHONIOENCODING": "latin-1"}
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"\\u6625" * 8 + b"\n", b"")
 
@@ -713,7 +713,7 @@ def test_sigterm_during_the_commit_is_acted_on_after_it(tmp_path, monkeypatch):
         real_rename(source, destination)
 
     def interrupted(signum, frame):
-        """As export/__main__.py's handler: removes the temporary folders and ends the process."""
+        """As tfseqgan/export/__main__.py's handler: removes the temporary folders and ends the process."""
         handled.append(sorted(os.listdir(tmp_path)))
         pipeline.remove_temporary_folders()
         raise Exited(128 + signum)

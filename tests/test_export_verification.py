@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from export_runs import make_run
 
-from export import graph, pipeline, verify
-from export.restore import ExportError, load_run
 from tfseqgan import sampler
+from tfseqgan.export import graph, pipeline, verify
+from tfseqgan.export.restore import ExportError, load_run
 
 DRAWS = 20_000  # first-token draws per verification (the exports' own check takes 100,000)
 

@@ -419,8 +419,8 @@ def test_metrics_reader_drops_only_an_unfinished_last_line(tmp_path):
 def test_full_disk_during_an_export_keeps_the_previous_export(tmp_path):
     from export_runs import make_run
 
-    from export.pipeline import MANIFEST_FILE, export_run
-    from export.restore import ExportError
+    from tfseqgan.export.pipeline import MANIFEST_FILE, export_run
+    from tfseqgan.export.restore import ExportError
 
     run_dir = tmp_path / "run"
     make_run(str(run_dir), "ids")
@@ -439,7 +439,7 @@ EXPORT_KILLER = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from tfseqgan import faults
-from export.pipeline import export_run
+from tfseqgan.export.pipeline import export_run
 faults.configure("kill@export_commit:1")
 export_run({run_dir!r})
 """
@@ -449,7 +449,7 @@ export_run({run_dir!r})
 def test_kill_9_during_an_export_keeps_the_previous_export_and_a_new_one_replaces_it(tmp_path):
     from export_runs import make_run
 
-    from export.pipeline import MANIFEST_FILE, export_run
+    from tfseqgan.export.pipeline import MANIFEST_FILE, export_run
 
     run_dir = tmp_path / "run"
     make_run(str(run_dir), "ids")

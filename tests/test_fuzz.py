@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_main import PARALLEL_PROCESSES, RUN_TIMEOUT_S, environment
 
-import main
 from tfseqgan import config, text
+from tfseqgan.cli import train as main
 from tfseqgan.training import session
 
 # Corpus bytes: pure noise, or lines of any text (some valid, some with control bytes, BOMs, bad UTF-8) joined.
@@ -255,7 +255,7 @@ def plain_int(value):
 @settings(max_examples=300, deadline=None, database=None)
 @given(info=mutated_metadata())
 def test_onnx_metadata_fits_the_schema_or_is_one_line_error(info):
-    from export import schema
+    from tfseqgan.export import schema
 
     try:
         checked = schema.check_onnx_metadata(info, "sampler.onnx: metadata")
@@ -294,7 +294,7 @@ def test_side_files_load_only_inside_the_folder_or_end_in_one_line(name, kind, n
 
     from export_runs import POEM_TOKENS, model_folder, step_metadata
 
-    from export.onnx_sample import OnnxSampler, SamplerInputError
+    from tfseqgan.export.onnx_sample import OnnxSampler, SamplerInputError
 
     root = tempfile.mkdtemp()
     try:
@@ -356,7 +356,7 @@ def sizes_of(metadata):
 
 def exercise(model):
     """Every API call of an accepted model: each returns or ends in one SamplerInputError line."""
-    from export.onnx_sample import SamplerInputError
+    from tfseqgan.export.onnx_sample import SamplerInputError
 
     first = model.tokens[-1]
     calls = {
@@ -398,7 +398,7 @@ def test_any_metadata_text_loads_or_ends_in_one_line(metadata):
 
     from export_runs import POEM_TOKENS, model_folder
 
-    from export.onnx_sample import OnnxSampler, SamplerInputError
+    from tfseqgan.export.onnx_sample import OnnxSampler, SamplerInputError
 
     vocabulary, hidden = sizes_of(metadata)
     tokens = POEM_TOKENS
@@ -456,8 +456,8 @@ def mutated_model_description(draw):
 @settings(max_examples=300, deadline=None, database=None)
 @given(description=mutated_model_description())
 def test_model_json_fits_the_schema_or_is_one_line_error(description):
-    from export import schema
-    from export.limits import MAX_PARAMETERS
+    from tfseqgan.export import schema
+    from tfseqgan.export.limits import MAX_PARAMETERS
 
     try:
         checked = schema.check_model_description(description, "RUN/model.json")

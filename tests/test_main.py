@@ -200,7 +200,7 @@ def test_existing_run_dir_without_resume_is_refused(bad_flag_results, tiny_run):
 @pytest.fixture
 def parsed_flags():
     """`parse(*args)`: main.py's flags parsed in this process; unparsed again afterwards."""
-    import main
+    from tfseqgan.cli import train as main
 
     def parse(*args):
         main.FLAGS.unparse_flags()

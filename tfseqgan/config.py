@@ -1,10 +1,12 @@
-"""Typed configuration of a run. `main.py` fills these from flags; the library
+"""Typed configuration of a run. `tfseqgan/options.py` fills these from flags; the library
 never reads flags itself. Defaults are the paper's synthetic settings
 (see REFERENCE.md in the shared docs)."""
 
 import dataclasses
 
-from tfseqgan.discriminator import PAPER_NUM_FILTERS, PAPER_WINDOW_SIZES
+# The paper's discriminator (Yu et al. 2017, appendix): conv window widths and filters per width.
+PAPER_WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20)
+PAPER_NUM_FILTERS = (100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,9 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfseqgan import losses
-
-PAPER_WINDOW_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20)
-PAPER_NUM_FILTERS = (100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160)
+from tfseqgan.config import PAPER_NUM_FILTERS, PAPER_WINDOW_SIZES  # noqa: F401 (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="tfseqgan")

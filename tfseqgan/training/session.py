@@ -1,10 +1,12 @@
-"""One training run from typed configs, as `main.py` runs it: the run
-directory's lock and files (flags.cfg, vocabulary, model.json, report.txt,
-the plot), the corpus, the trainer, stop signals and the final report.
+"""One training run from typed configs, as `tfseqgan-train` and the API run
+it: the run directory's lock and files (flags.cfg, vocabulary, model.json,
+report.txt, the plot), the corpus, the trainer, stop signals and the final
+report.
 
-`main.py` turns flags into configs and calls `train`; errors come back as
-exceptions (`text.CorpusError`, `loop.TrainingError`, `ValueError`,
-`runlock.RunDirectoryInUse`, `OSError`), which it prints as one line.
+`tfseqgan.api.train_parsed` (which the CLI calls) turns flags into configs
+and calls `train`; errors come back as exceptions (`text.CorpusError`,
+`loop.TrainingError`, `ValueError`, `runlock.RunDirectoryInUse`, `OSError`),
+which the CLI prints as one line.
 """
 
 import dataclasses
@@ -77,11 +79,12 @@ class Session:
         Raises:
             loop.TrainingInterrupted: a SIGINT/SIGTERM stopped it (checkpoint written).
         """
-        from export.restore import write_model_json
+        from tfseqgan.export.restore import write_model_json
 
         chief = distribute.is_chief(strategy)  # only the chief locks and writes the run directory
         # An existing run directory is locked at once, so a second run is refused before any work.
-        self.lock = runlock.acquire(run.run_dir) if chief and os.path.isdir(run.run_dir) else None
+        if self.lock is None:  # the API may hold it already (it writes the run's data first)
+            self.lock = runlock.acquire(run.run_dir) if chief and os.path.isdir(run.run_dir) else None
         corpus = None
         if text_config.dataset != "synthetic":
             corpus, model = load_corpus(text_config, model, train, run)  # before anything is written

@@ -10,7 +10,7 @@ whose one-line message names the file, the key and what was expected.
 
 import json
 
-from export.limits import (
+from tfseqgan.export.limits import (
     MAX_LAYER_SIZE,
     MAX_PARAMETERS,
     MAX_SEED_VALUE,

@@ -27,12 +27,12 @@ import unicodedata
 import numpy as np
 import tensorflow as tf
 
-from export import acrostic, graph
-from export.limits import ACROSTIC_LINES
-from export.onnx_model import SAMPLER_FILE
-from export.onnx_sample import OnnxSampler
-from export.restore import ExportError
 from tfseqgan import sampler, text
+from tfseqgan.export import acrostic, graph
+from tfseqgan.export.limits import ACROSTIC_LINES
+from tfseqgan.export.onnx_model import SAMPLER_FILE
+from tfseqgan.export.onnx_sample import OnnxSampler
+from tfseqgan.export.restore import ExportError
 
 SCORE_TOLERANCE = 1e-4
 FALSE_ALARM = 1e-6

@@ -30,8 +30,9 @@ whose logits fit SCORE_BUDGET_BYTES.
 
 import tensorflow as tf
 
-from export import acrostic, graph
-from export.limits import (
+from tfseqgan import sampler, text
+from tfseqgan.export import acrostic, graph
+from tfseqgan.export.limits import (
     ACROSTIC_LINES,
     MAX_REQUEST_TOKENS,
     MAX_SAMPLES,
@@ -39,7 +40,6 @@ from export.limits import (
     MIN_TEMPERATURE,
     SCORE_BUDGET_BYTES,
 )
-from tfseqgan import sampler, text
 
 SIGNATURES = ("serving_default", "sample", "complete", "greedy", "score", "acrostic")
 

@@ -29,9 +29,9 @@ import stat
 
 import onnxruntime
 
-from export import schema
-from export.limits import MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, MAX_ONNX_BYTES, MAX_VOCABULARY_BYTES
-from export.schema import MANIFEST_FILE, MANIFEST_FORMAT, METADATA_KEY
+from tfseqgan.export import schema
+from tfseqgan.export.limits import MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, MAX_ONNX_BYTES, MAX_VOCABULARY_BYTES
+from tfseqgan.export.schema import MANIFEST_FILE, MANIFEST_FORMAT, METADATA_KEY
 
 # name -> (type, shape): None is a dynamic dimension, a string names a size in the metadata.
 SAMPLER_SIGNATURE = {
@@ -248,7 +248,12 @@ def check_signature(session, expected, info, path):
 
 def external_data(data):
     """Names of the tensors of a serialized ONNX model that keep their data in other files."""
-    import onnx  # the protobuf classes only; no TensorFlow
+    try:
+        import onnx  # the protobuf classes only; no TensorFlow
+    except ImportError:
+        raise SamplerInputError(
+            "the onnx package is needed to check the model before it runs: pip install onnx"
+        ) from None
 
     try:
         model = onnx.load_model_from_string(data)

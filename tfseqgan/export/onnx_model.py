@@ -22,8 +22,8 @@ import tensorflow as tf
 import tf2onnx
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from export import graph
-from export.schema import METADATA_FORMAT, METADATA_KEY
+from tfseqgan.export import graph
+from tfseqgan.export.schema import METADATA_FORMAT, METADATA_KEY
 
 OPSET = 17
 SAMPLER_FILE = "sampler.onnx"

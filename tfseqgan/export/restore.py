@@ -21,10 +21,10 @@ import types
 
 import tensorflow as tf
 
-from export import loader, schema
-from export.limits import MAX_DESCRIPTION_BYTES
-from export.schema import MODEL_FORMAT, TOKENIZERS
 from tfseqgan import checkpoints, text
+from tfseqgan.export import loader, schema
+from tfseqgan.export.limits import MAX_DESCRIPTION_BYTES
+from tfseqgan.export.schema import MODEL_FORMAT, TOKENIZERS
 from tfseqgan.generator import Generator
 
 MODEL_FILE = "model.json"
@@ -198,7 +198,7 @@ def newest_intact_checkpoint(checkpoint_dir, log=warn):
     """
     run_dir = os.path.dirname(checkpoint_dir)
     if not os.path.isdir(checkpoint_dir):
-        raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (python main.py --run_dir={run_dir})")
+        raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (tfseqgan-train --run_dir={run_dir})")
     # A read-only view of the state file in the shape `checkpoints.candidates`
     # reads (a CheckpointManager would set a broken state file aside).
     listed = types.SimpleNamespace(checkpoints=checkpoints.recorded(checkpoint_dir), directory=checkpoint_dir)
@@ -215,7 +215,7 @@ def newest_intact_checkpoint(checkpoint_dir, log=warn):
         return prefix, skipped
     if skipped:
         raise ExportError(f"no readable checkpoint in {checkpoint_dir}: " + "; ".join(reason for _, reason in skipped))
-    raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (python main.py --run_dir={run_dir})")
+    raise ExportError(f"{checkpoint_dir}: no checkpoint; train first (tfseqgan-train --run_dir={run_dir})")
 
 
 def load_run(run_dir, log=warn):

@@ -40,11 +40,11 @@ import threading
 import time
 from importlib import metadata as importlib_metadata
 
-from export import onnx_model, saved_model, verify
-from export.limits import MAX_MANIFEST_BYTES
-from export.restore import ExportError, load_run, warn
-from export.schema import MANIFEST_FILE, MANIFEST_FORMAT
 from tfseqgan import faults
+from tfseqgan.export import onnx_model, saved_model, verify
+from tfseqgan.export.limits import MAX_MANIFEST_BYTES
+from tfseqgan.export.restore import ExportError, load_run, warn
+from tfseqgan.export.schema import MANIFEST_FILE, MANIFEST_FORMAT
 
 VOCABULARY_FILE = "vocab.txt"
 LOCK_FILE = ".export.lock"  # in a temporary folder, flock-ed by its export while it runs
@@ -475,7 +475,7 @@ def export_run(run_dir, out_dir=None, opset=onnx_model.OPSET, num_distribution_s
                 "sampler": f"onnx/{onnx_model.SAMPLER_FILE}",
                 "scorer": f"onnx/{onnx_model.SCORER_FILE}",
                 "vocabulary": f"onnx/{VOCABULARY_FILE}",
-                "driver": "python -m export.onnx_sample (a NumPy loop over the sampler step)",
+                "driver": "tfseqgan-sample (in a checkout: python -m export.onnx_sample), a NumPy loop over the step",
             },
             "run": _run_record(run_model),
             "versions": _versions(),

@@ -14,7 +14,7 @@ import unicodedata
 
 import numpy as np
 
-from export.limits import ACROSTIC_LINES, BANNED_LOGIT, UNKNOWN_ID
+from tfseqgan.export.limits import ACROSTIC_LINES, BANNED_LOGIT, UNKNOWN_ID
 
 
 def line_starts(sequence_length):
