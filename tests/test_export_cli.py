@@ -422,3 +422,27 @@ def test_a_signal_while_the_pipeline_is_still_importing_ends_in_one_line():
     assert result.returncode == 128 + 15, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "Traceback"))]
     assert lines == ["error: interrupted by SIGTERM; no temporary folder left"], result.stderr[-2000:]
+
+
+def test_a_signal_during_the_export_at_the_end_of_training_removes_the_temporary_folder():
+    """tfseqgan-train's handler after training: the pipeline's temporary folders removed (found
+    under the package's module name), one line naming the export command, 128 + 15."""
+    script = (
+        "import sys, types\n"
+        "pipeline = types.ModuleType('tfseqgan.export.pipeline')\n"
+        "pipeline.defer_signal = lambda signum: False\n"
+        "pipeline.remove_temporary_folders = lambda: print('removed', flush=True)\n"
+        "sys.modules['tfseqgan.export.pipeline'] = pipeline\n"
+        "from tfseqgan.cli import train as cli\n"
+        "cli.FLAGS(['tfseqgan-train', '--run_dir=runs/R'])\n"
+        "cli._stop_during_export(15, None)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 128 + 15, result.stderr[-2000:]
+    assert result.stdout == "removed\n"
+    assert result.stderr.strip().splitlines() == [
+        "interrupted: stopped during the export (signal 15); training is complete and checkpointed, export it with: "
+        "tfseqgan-export --run_dir=runs/R (in a checkout: python -m export)"
+    ]
