@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from tfseqgan import options  # noqa: E402
+from tfseqgan.export.interrupt import end_export  # noqa: E402
 
 FLAGS = flags.FLAGS
 SECTIONS = options.define_flags(FLAGS)
@@ -35,23 +36,11 @@ def _stop_while_starting(signum, frame):
 
 def _stop_during_export(signum, frame):
     """SIGINT/SIGTERM after training: the run is checkpointed; the export's temporary folder is removed."""
-    pipeline = sys.modules.get("tfseqgan.export.pipeline")
-    defer = getattr(pipeline, "defer_signal", None)
-    if defer is not None and defer(signum):
-        return  # during the commit's renames: raised again once the export is in place
-    remove = getattr(pipeline, "remove_temporary_folders", None)
-    if remove is not None:
-        remove()
-    print(
+    end_export(
+        signum,
         f"interrupted: stopped during the export (signal {signum}); training is complete and checkpointed, "
         f"export it with: tfseqgan-export --run_dir={FLAGS.run_dir} (in a checkout: python -m export)",
-        file=sys.stderr,
-        flush=True,
     )
-    quiet = sys.modules.get("tfseqgan.quiet")
-    if quiet is not None:
-        quiet.finish()
-    os._exit(128 + signum)
 
 
 def build_configs():

@@ -14,6 +14,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
+from tfseqgan.export.interrupt import end_export  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The training run to export (holds checkpoints/ and model.json or flags.cfg).")
 flags.DEFINE_string("out", "", "Destination folder; empty: RUN/export. Replaced only by a verified export.")
@@ -25,25 +27,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the verification's draws.", lower_bound
 
 
 def _interrupted(signum, frame):
-    """SIGTERM / SIGINT: removes the temporary folder, says so in one line and ends the process.
-
-    Nothing is raised: an exception raised from a signal handler surfaces
-    wherever the interpreter happens to be, also inside a C extension calling
-    back into Python, where TensorFlow turns it into a SystemError traceback.
-    """
-    # The pipeline may still be importing (a signal at start-up): its functions may not exist yet.
-    pipeline = sys.modules.get("tfseqgan.export.pipeline")
-    defer = getattr(pipeline, "defer_signal", None)
-    if defer is not None and defer(signum):
-        return  # during the commit's renames: raised again once the export is in place
-    remove = getattr(pipeline, "remove_temporary_folders", None)
-    if remove is not None:
-        remove()
-    print(f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left", file=sys.stderr, flush=True)
-    quiet = sys.modules.get("tfseqgan.quiet")
-    if quiet is not None:
-        quiet.finish()  # the filtered stderr's last lines are out before the process ends
-    os._exit(128 + signum)
+    """SIGTERM / SIGINT: removes the temporary folder, says so in one line and ends the process."""
+    end_export(signum, f"error: interrupted by {signal.Signals(signum).name}; no temporary folder left")
 
 
 def main(argv):
